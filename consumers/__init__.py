@@ -1,0 +1,1 @@
+"""The Kafka consumer services of segtag: the tagger and the indexer."""

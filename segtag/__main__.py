@@ -1,0 +1,3 @@
+from segtag.cli import main
+
+raise SystemExit(main())

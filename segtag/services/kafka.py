@@ -187,8 +187,11 @@ class KafkaService:
             "--standalone",
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        format_log = self.home / "format.log"
+        format_log.write_text(result.stdout + result.stderr)
         if result.returncode != 0:
-            raise ServiceError(f"formatting Kafka storage in {self.data_dir} failed:\n{result.stdout}{result.stderr}")
+            reason = next((ln for ln in (result.stderr + result.stdout).splitlines() if "Exception" in ln), "")
+            raise ServiceError(f"formatting Kafka storage in {self.data_dir} failed: {reason.strip()}; see {format_log}")
 
 
 def _cluster_id() -> str:

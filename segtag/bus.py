@@ -76,7 +76,9 @@ def ensure_topics(settings: Settings, topics: Iterable[str] | None = None, parti
     names = list(topics) if topics is not None else all_topics(settings)
     parts = partitions or settings.topic_partitions
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","), request_timeout_ms=15000)
+        admin = KafkaAdminClient(
+            bootstrap_servers=settings.kafka_bootstrap_servers.split(","), request_timeout_ms=15000
+        )
     except NoBrokersAvailable as exc:
         raise SinkUnavailableError(f"no Kafka broker answers at {settings.kafka_bootstrap_servers}") from exc
     try:

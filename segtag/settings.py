@@ -185,4 +185,5 @@ def _validate(s: Settings) -> None:
         "redis_url",
         f"must start with redis://, rediss:// or unix://, got {s.redis_url!r}",
     )
-    _check(s.log_level.upper() in ("DEBUG", "INFO", "WARNING", "ERROR"), "log_level", "must be DEBUG, INFO, WARNING or ERROR")
+    levels = ("DEBUG", "INFO", "WARNING", "ERROR")
+    _check(s.log_level.upper() in levels, "log_level", f"must be one of {levels}, got {s.log_level!r}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 import shutil
 import subprocess
@@ -191,12 +192,12 @@ class KafkaService:
         format_log.write_text(result.stdout + result.stderr)
         if result.returncode != 0:
             reason = next((ln for ln in (result.stderr + result.stdout).splitlines() if "Exception" in ln), "")
-            raise ServiceError(f"formatting Kafka storage in {self.data_dir} failed: {reason.strip()}; see {format_log}")
+            raise ServiceError(
+                f"formatting Kafka storage in {self.data_dir} failed: {reason.strip()}; see {format_log}"
+            )
 
 
 def _cluster_id() -> str:
-    import base64
-
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 

@@ -24,10 +24,8 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any]:
 @pytest.fixture(scope="module")
 def synth_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("synth")
-    code = main(
-        ["synth", "--out", str(out), "--videos", "3", "--seed", "4", "--min-duration", "10", "--max-duration", "10"]
-        + ["--sizes", "160x90", "--no-audio-fraction", "0.5", "--json"]
-    )
+    tiny = ["--min-duration", "10", "--max-duration", "10", "--sizes", "160x90", "--no-audio-fraction", "0.5"]
+    code = main(["synth", "--out", str(out), "--videos", "3", "--seed", "4", *tiny, "--json"])
     assert code == 0
     return out
 

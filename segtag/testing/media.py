@@ -81,7 +81,7 @@ def make_video(
         raise ValueError(f"seconds, width and height must be > 0, got {seconds}, {width}, {height}")
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    sep = "," if "=" in source else "="
+    sep = ":" if "=" in source else "="
     args = ["-f", "lavfi", "-i", f"{source}{sep}size={width}x{height}:rate={_rate(fps)}"]
     if audio:
         args += ["-f", "lavfi", "-i", f"sine=frequency={audio_freq:g}:sample_rate=44100"]

@@ -67,11 +67,12 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Handler of ``segtag eval``: one JSON object."""
+    from segtag.datasets.resolve import features_dir_for
     from segtag.evaluation import evaluate
     from segtag.training import resolve_device
 
     device = str(resolve_device(args.device or settings.device))
-    result = evaluate(args.model or settings.model_dir, args.data, device)
+    result = evaluate(args.model or settings.model_dir, features_dir_for(args.data, settings), device)
     emit(result, True, str)
     return 0
 

@@ -188,12 +188,14 @@ def _write_index(records: list[dict[str, Any]], out_dir: Path) -> None:
 
 
 def features_dir_for(data_dir: str | Path, settings: Settings, progress: bool = True) -> Path:
-    """The features directory to read for ``data_dir``, extracting it first when needed.
+    """The data path to evaluate or train on for ``data_dir``, extracting features first when needed.
 
-    * a features directory (has ``index.jsonl``): returned as is;
-    * a directory with ``manifest.jsonl`` (e.g. ``segtag synth`` output): features are
-      extracted into ``data_dir/.features/`` (cached across calls) and that is returned;
-    * a ``*.jsonl`` manifest file: the same, with ``.features/`` next to it.
+    * a directory with ``manifest.jsonl`` and no ``index.jsonl`` (e.g. ``segtag synth``
+      output): features are extracted into ``data_dir/.features/`` (cached across calls)
+      and that directory is returned;
+    * a ``*.jsonl`` manifest file: the same, with ``.features/`` next to it;
+    * anything else (a features directory, a directory of YouTube-8M TFRecords, ...) is
+      returned unchanged for the caller's reader to open or reject.
     """
     path = Path(data_dir)
     if path.is_dir() and (path / INDEX).is_file():
@@ -203,10 +205,7 @@ def features_dir_for(data_dir: str | Path, settings: Settings, progress: bool = 
     elif path.is_file() and path.suffix == ".jsonl":
         manifest, cache = path, path.parent / CACHE_DIR
     else:
-        raise DatasetError(
-            f"{path} is neither a features directory (index.jsonl) nor holds a {MANIFEST}; "
-            "run `segtag synth --out DIR` or `segtag extract --manifest M --out DIR` first"
-        )
+        return path
     report = extract_manifest(manifest, cache, settings, progress=progress)
     if report.total and not (report.extracted + report.cached):
         raise DatasetError(f"no video of {manifest} could be read; see the warnings above for each one")

@@ -126,8 +126,10 @@ def test_features_dir_for_each_kind_of_data_dir(
     assert features_dir_for(got, settings) == got
     # a manifest file works too
     assert features_dir_for(manifest, settings, progress=False) == tmp_path / ".features"
-    with pytest.raises(DatasetError, match="segtag synth"):
-        features_dir_for(tmp_path / "nothing", settings)
+    # anything else (e.g. a directory of TFRecords) is left to the caller's reader
+    records = tmp_path / "yt8m"
+    records.mkdir()
+    assert features_dir_for(records, settings) == records
 
 
 def test_all_videos_bad_is_an_error(tmp_path: Path, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:

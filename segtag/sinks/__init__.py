@@ -1,0 +1,1 @@
+"""Where the tagger's results go: Redis (:mod:`.redis_sink`) and Kafka (:mod:`.kafka_sink`)."""

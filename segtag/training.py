@@ -230,9 +230,14 @@ class Trainer:
         self.model.eval()
         return evaluate_examples(self.model, self._val_cache, self.device)
 
-    def fit(self) -> list[dict[str, Any]]:
-        """Train the remaining epochs, validating, saving the model and the resume state after each."""
-        while self.epoch < self.cfg.epochs:
+    def fit(self, stop_after: int | None = None) -> list[dict[str, Any]]:
+        """Train the remaining epochs, validating, saving the model and the resume state after each.
+
+        ``stop_after`` ends this run after that epoch (the schedule still spans all
+        epochs), e.g. for time-boxed jobs that continue with ``resume``.
+        """
+        last = self.cfg.epochs if stop_after is None else min(stop_after, self.cfg.epochs)
+        while self.epoch < last:
             t0 = time.monotonic()
             loss = self.train_epoch()
             metrics = self.validate()
@@ -285,13 +290,17 @@ def train(
     resume: bool = False,
     device: str = "auto",
     overrides: dict[str, Any] | None = None,
+    stop_after: int | None = None,
+    threads: int | None = None,
 ) -> list[dict[str, Any]]:
     """Train a tagger on a features directory or YouTube-8M TFRecords; returns per-epoch rows.
 
     The model directory ``out_dir`` is written after every epoch, together with
     ``train_state.pt``; ``resume=True`` continues from it (same data and config).
+    ``stop_after`` ends the run early after that epoch; ``threads`` defaults to the
+    cores this process may use.
     """
-    torch.set_num_threads(available_cores())
+    torch.set_num_threads(threads or available_cores())
     out = Path(out_dir)
     state: dict[str, Any] | None = None
     if resume:
@@ -326,4 +335,4 @@ def train(
         f"{trainer.model.num_parameters():,}", data, len(trainer.train_idx), len(trainer.val_idx),
         len(vocabulary), trainer.device,
     )  # fmt: skip
-    return trainer.fit()
+    return trainer.fit(stop_after)

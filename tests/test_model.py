@@ -18,7 +18,7 @@ from segtag.model import (
 
 
 def small_config(**kw: object) -> TaggerConfig:
-    base = dict(
+    base: dict[str, object] = dict(
         num_classes=7, rgb_dim=32, audio_dim=8, text_dim=12, rgb_reduce=16, expansion=2, groups=4,
         rgb_clusters=8, audio_clusters=4, modality_dim=24, text_hidden=16, hidden=32, gating_reduction=4,
         num_experts=2, embed_dim=10, dropout=0.0, modality_dropout=0.0,

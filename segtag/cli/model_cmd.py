@@ -26,6 +26,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-3)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--device", help="cpu, cuda or auto (default: SEGTAG_DEVICE)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: the cores this process may use)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/train_state.pt")
     p.add_argument("--json", action="store_true", help="print the per-epoch rows as JSON")
     p.set_defaults(handler=run_train)
@@ -60,6 +61,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
         resume=args.resume,
         device=args.device or settings.device,
         overrides=overrides,
+        threads=args.threads,
     )
     emit(rows, args.json, lambda rs: "\n".join(format_epoch(r) for r in rs) + f"\nmodel written to {args.out}")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -82,7 +83,7 @@ def test_sequence_example_wire_bytes_by_hand() -> None:
 
 
 def test_protobuf_round_trip_of_all_list_kinds() -> None:
-    context = {"id": [b"abc"], "labels": [0, 5, 300, -2], "score": [0.5, -1.25]}
+    context: dict[str, list[Any]] = {"id": [b"abc"], "labels": [0, 5, 300, -2], "score": [0.5, -1.25]}
     lists = {"rgb": [[b"\x00\x01"], [b"\xff\x10"]]}
     ctx, fl = parse_sequence_example(encode_sequence_example(context, lists))
     assert ctx == context
@@ -152,9 +153,8 @@ def test_dataset_reports_corruption(tmp_path: Path) -> None:
 
 
 def test_video_level_example_becomes_one_frame() -> None:
-    buf = encode_sequence_example(
-        {"id": [b"v"], "labels": [1], "mean_rgb": [0.5] * 1024, "mean_audio": [0.25] * 128}, {}
-    )
+    context: dict[str, list[Any]] = {"id": [b"v"], "labels": [1], "mean_rgb": [0.5] * 1024, "mean_audio": [0.25] * 128}
+    buf = encode_sequence_example(context, {})
     ex = to_example(buf, num_classes=4)
     assert ex.rgb.shape == (1, 1024) and ex.audio.shape == (1, 128)
     assert ex.labels.tolist() == [0, 1, 0, 0]

@@ -116,6 +116,7 @@ _VIDEO = re.compile(r"Stream #\d+:\d+\S*: Video: (?P<codec>[\w-]+)(?P<rest>.*)")
 _SIZE = re.compile(r"[ ,](\d+)x(\d+)(?=[ ,\[]|$)")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)")
 _AUDIO = re.compile(r"Stream #\d+:\d+\S*: Audio: ")
+_ROTATION = re.compile(r"rotation of (-?[\d.]+) degrees")
 
 
 def ffmpeg_exe() -> str:
@@ -144,6 +145,12 @@ def parse_probe(text: str) -> ProbeResult | None:
     fps = None
     if fps_match:
         fps = float(fps_match.group(1)) * (1000.0 if fps_match.group(2) else 1.0)
+    # Side data (display matrix) is printed under its stream, before the next "Stream #".
+    after = text[video.end() :]
+    next_stream = after.find("Stream #")
+    rot = _ROTATION.search(after if next_stream < 0 else after[:next_stream])
+    if rot and round(float(rot.group(1))) % 180 == 90:
+        width, height = height, width  # decord applies the rotation: frames come out upright
     dur = _DURATION.search(text)
     duration = int(dur.group(1)) * 3600 + int(dur.group(2)) * 60 + float(dur.group(3)) if dur else None
     return ProbeResult(

@@ -15,8 +15,10 @@ from segtag.errors import UnsupportedSourceError, VideoLimitError, VideoUnreadab
 from segtag.settings import Settings
 from segtag.testing.media import (
     SAMPLE_CLIPS,
+    first_frame_rgb,
     frame_times,
     make_empty,
+    make_rotated,
     make_text_file,
     make_truncated,
     make_video,
@@ -143,6 +145,16 @@ def test_vertical_video_and_frame_size(media: dict[str, Path], limits: DecodeLim
         native = next(iter(video.windows(window_s=1.0, size=None)))
     assert small.frames.shape == (1, 112, 112, 3)
     assert native.frames.shape == (1, 320, 180, 3)
+
+
+def test_rotated_phone_video_comes_out_upright(media: dict[str, Path], limits: DecodeLimits) -> None:
+    rotated = make_rotated(media["tone"], media["tone"].parent / "rotated.mp4", 90)
+    with open_video(str(rotated), limits) as video:
+        assert (video.info.width, video.info.height) == (240, 320)  # displayed size, not coded size
+        frame = next(iter(video.windows(window_s=1.0, size=None))).frames[0]
+    reference = first_frame_rgb(rotated)  # what ffmpeg shows, display matrix applied
+    assert frame.shape == reference.shape == (320, 240, 3)
+    assert np.abs(frame.astype(int) - reference.astype(int)).mean() < 2
 
 
 def test_mpeg4_part2_decodes(media: dict[str, Path], limits: DecodeLimits) -> None:

@@ -17,6 +17,8 @@ from collections.abc import Sequence
 from fractions import Fraction
 from pathlib import Path
 
+import numpy as np
+
 log = logging.getLogger(__name__)
 
 SAMPLE_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
@@ -95,6 +97,28 @@ def make_video(
     args += [*extra_args, str(out)]
     run_ffmpeg(args)
     return out
+
+
+def make_rotated(src: str | Path, dest: str | Path, degrees: int = 90) -> Path:
+    """Copy ``src`` with a display-matrix rotation (as phones write portrait video), no re-encode."""
+    out = Path(dest)
+    run_ffmpeg(["-display_rotation:v:0", str(degrees), "-i", str(src), "-c", "copy", str(out)])
+    return out
+
+
+def first_frame_rgb(path: str | Path) -> np.ndarray:
+    """The first video frame as ffmpeg shows it (rotation applied), (H, W, 3) uint8."""
+    cmd = [ffmpeg_exe(), "-v", "error", "-nostdin", "-i", str(path), "-frames:v", "1"]
+    cmd += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
+    raw = subprocess.run(cmd, capture_output=True, timeout=120, check=True).stdout
+    from segtag.decode import parse_probe  # the displayed size, display matrix applied
+
+    head = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(path)], capture_output=True, check=False)
+    info = parse_probe(head.stderr.decode(errors="replace"))
+    if info is None:
+        raise RuntimeError(f"no video stream in {path}")
+    w, h = info.width, info.height
+    return np.frombuffer(raw, dtype=np.uint8).reshape(h, w, 3)
 
 
 def make_truncated(src: str | Path, dest: str | Path, fraction: float = 0.5) -> Path:

@@ -56,6 +56,9 @@ class DecodeLimits:
     max_height: int = 3840
     http_timeout_s: float = 30.0
     probe_timeout_s: float = 60.0
+    # decord's AudioReader decodes a whole track into memory (and keeps several copies:
+    # about 1 GB of RSS for one hour). Longer tracks are streamed through ffmpeg instead.
+    max_decord_audio_s: float = 600.0
 
     @classmethod
     def from_settings(cls, s: Settings) -> DecodeLimits:
@@ -265,12 +268,13 @@ def plan_windows(
 class Video:
     """An opened, probed video. Use :func:`open_video` rather than building one."""
 
-    def __init__(self, path: Path, probe_result: ProbeResult) -> None:
+    def __init__(self, path: Path, probe_result: ProbeResult, limits: DecodeLimits | None = None) -> None:
         import decord
 
         self._decord = decord
         self.path = path
         self._probe = probe_result
+        self._limits = limits or DecodeLimits()
         self._readers: dict[tuple[int, int], Any] = {}
         reader = self._reader(224)
         n = len(reader)
@@ -282,8 +286,8 @@ class Video:
         if np.any(np.diff(self._pts) < 0):
             raise VideoUnreadableError(f"{path.name}: frame timestamps are not in presentation order")
         self._end_t = float(np.round(max(float(ts[-1, 1]), self._pts[-1]), 6))
-        self._audio: _AudioTrack | None = None
-        self._audio_loaded = False
+        self._audio: _DecordAudio | None = None
+        self._audio_failed = False
         self.info = VideoInfo(
             path=str(path),
             duration_s=self._end_t,
@@ -310,22 +314,23 @@ class Video:
             )
         return self._readers[key]
 
-    def _load_audio(self) -> _AudioTrack | None:
-        """The audio track (16 kHz mono, sample 0 at time 0), or None without a readable one."""
-        if self._audio_loaded:
-            return self._audio
-        self._audio_loaded = True
-        if self._probe.has_audio:
+    def _audio_source(self) -> _DecordAudio | _StreamedAudio | None:
+        """A reader of the audio track by time, or None without a (readable) track."""
+        if not self._probe.has_audio or self._audio_failed:
+            return None
+        if self._end_t > self._limits.max_decord_audio_s:
+            return _StreamedAudio(self.path)  # one per pass over the windows: it only reads forward
+        if self._audio is None:
             try:
                 reader = self._decord.AudioReader(
                     str(self.path), ctx=self._decord.cpu(0), sample_rate=AUDIO_RATE, mono=True
                 )
-                self._audio = _AudioTrack(reader)
+                self._audio = _DecordAudio(reader)
             except (self._decord.DECORDError, RuntimeError) as exc:
                 # A broken or exotic audio track should not cost the whole video.
                 log.warning("%s: audio track unreadable, treating as silent: %s", self.path.name, exc)
-        if self._audio is None:
-            self.info = replace(self.info, has_audio=False)
+                self._audio_failed = True
+                self.info = replace(self.info, has_audio=False)
         return self._audio
 
     def timeline(self, sample_fps: float = 1.0) -> np.ndarray:
@@ -345,7 +350,21 @@ class Video:
         times = self._pts[frame_idx]  # (T,)
         plans = plan_windows(times, self._end_t, window_s, stride)
         reader = self._reader(size)
-        audio = self._load_audio()
+        audio = self._audio_source()
+        try:
+            yield from self._iter_windows(reader, audio, frame_idx, times, plans)
+        finally:
+            if isinstance(audio, _StreamedAudio):
+                audio.close()
+
+    def _iter_windows(
+        self,
+        reader: Any,
+        audio: _DecordAudio | _StreamedAudio | None,
+        frame_idx: np.ndarray,
+        times: np.ndarray,
+        plans: list[tuple[int, int, float, float]],
+    ) -> Iterator[Window]:
         cache: dict[int, np.ndarray] = {}
         for index, (first, stop, start, end) in enumerate(plans):
             wanted = list(range(first, stop))
@@ -372,7 +391,7 @@ class Video:
         self._audio = None
 
 
-class _AudioTrack:
+class _DecordAudio:
     """Slices of a decord AudioReader by time.
 
     decord decodes the whole track when the reader is built (16 kHz mono float32
@@ -398,6 +417,54 @@ class _AudioTrack:
         return out
 
 
+class _StreamedAudio:
+    """16 kHz mono audio read forward from an ffmpeg subprocess, for long tracks.
+
+    Memory is bounded by one window: samples before the start of the last slice
+    asked for are dropped, so slices must come in non-decreasing start order
+    (windows do, overlapping or not).
+    """
+
+    def __init__(self, path: Path) -> None:
+        cmd = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(path), "-map", "0:a:0", "-vn", "-ac", "1"]
+        # first_pts=0 pads a track that starts late with silence, so sample 0 is time 0.
+        cmd += ["-af", f"aresample={AUDIO_RATE}:first_pts=0", "-f", "f32le", "-"]
+        self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        self._buf = np.zeros(0, dtype=np.float32)  # samples from self._buf_start on
+        self._buf_start = 0
+        self._eof = False
+
+    def _read(self, samples: int) -> None:
+        assert self._proc.stdout is not None
+        data = self._proc.stdout.read(samples * 4)
+        if len(data) < samples * 4:
+            self._eof = True
+        chunk = np.frombuffer(data[: len(data) // 4 * 4], dtype="<f4")
+        self._buf = np.concatenate([self._buf, chunk])
+
+    def slice(self, start: float, end: float) -> np.ndarray:
+        """(S,) float32 samples covering [start, end) seconds, zero-padded outside the track."""
+        a, b = round(start * AUDIO_RATE), round(end * AUDIO_RATE)
+        if a < self._buf_start:
+            raise ValueError(f"streamed audio only reads forward: {start} s is before what was dropped")
+        drop = min(a - self._buf_start, len(self._buf))
+        self._buf, self._buf_start = self._buf[drop:], self._buf_start + drop
+        while not self._eof and self._buf_start + len(self._buf) < b:
+            self._read(b - self._buf_start - len(self._buf))
+        out = np.zeros(max(b - a, 0), dtype=np.float32)  # (S,)
+        have = self._buf[a - self._buf_start : b - self._buf_start]
+        out[: len(have)] = have
+        return out
+
+    def close(self) -> None:
+        """Stop ffmpeg (it may still be running when iteration stops early)."""
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
 def _silence(start: float, end: float) -> np.ndarray:
     return np.zeros(max(round(end * AUDIO_RATE) - round(start * AUDIO_RATE), 0), dtype=np.float32)
 
@@ -413,7 +480,7 @@ def open_video(uri: str, limits: DecodeLimits | None = None) -> Iterator[Video]:
     with ExitStack() as stack:
         path = stack.enter_context(local_file(uri, limits.media_roots, limits.max_bytes, limits.http_timeout_s))
         result = probe(path, limits)
-        video = Video(path, result)
+        video = Video(path, result, limits)
         if video.info.duration_s > limits.max_duration_s:
             raise VideoLimitError(
                 f"{path.name}: duration {video.info.duration_s:.1f} s is over the limit of {limits.max_duration_s:g} s"

@@ -138,6 +138,24 @@ def test_audio_track_and_its_absence(media: dict[str, Path], limits: DecodeLimit
     assert not w.has_audio and not w.audio.any() and len(w.audio) == 32000
 
 
+def test_long_audio_is_streamed_and_matches_decord(media: dict[str, Path], limits: DecodeLimits) -> None:
+    """Tracks longer than max_decord_audio_s come from an ffmpeg pipe; same samples up to ~1 ms."""
+    streamed_limits = DecodeLimits(**{**limits.__dict__, "max_decord_audio_s": 0.0})
+    with open_video(str(media["tone"]), limits) as video:
+        whole = [w.audio for w in video.windows(window_s=1.0, stride_s=0.5)]
+    with open_video(str(media["tone"]), streamed_limits) as video:
+        streamed = [w.audio for w in video.windows(window_s=1.0, stride_s=0.5)]  # overlapping: reads forward only
+        first = next(iter(video.windows(window_s=1.0)))  # a second pass starts a new stream
+    assert [len(a) for a in streamed] == [len(a) for a in whole]
+    np.testing.assert_array_equal(first.audio, streamed[0])
+    for a, b in zip(whole, streamed, strict=True):
+        assert np.sqrt(np.mean(b**2)) == pytest.approx(np.sqrt(np.mean(a**2)), rel=0.02)
+    a, b = whole[1], streamed[1]
+    lags = range(-48, 49)  # the two resamplers may differ by a few samples (48 = 3 ms)
+    corr = [float(np.dot(a[100:-100], np.roll(b, k)[100:-100])) for k in lags]
+    assert max(corr) > 0.98 * float(np.dot(a[100:-100], a[100:-100]))
+
+
 def test_vertical_video_and_frame_size(media: dict[str, Path], limits: DecodeLimits) -> None:
     with open_video(str(media["vertical"]), limits) as video:
         assert (video.info.width, video.info.height) == (180, 320)

@@ -80,7 +80,7 @@ class VisualEncoder:
         logits = np.zeros((n, NUM_CONCEPTS), dtype=np.float32)
         model = self.model
         use_cuda = self.device.type == "cuda"
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_cuda):
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_cuda):
             for lo in range(0, n, self.batch_size):
                 batch = torch.from_numpy(np.ascontiguousarray(frames[lo : lo + self.batch_size]))  # (B, H, W, 3)
                 x = normalize_uint8(batch.to(self.device, non_blocking=True))  # (B, 3, H, W)

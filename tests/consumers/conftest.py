@@ -37,3 +37,9 @@ def video_tagger(services: Settings, tiny_model: Path, media_dir: Path, videos: 
 @pytest.fixture
 def settings(live_settings: Settings, tiny_model: Path, media_dir: Path) -> Settings:
     return tagger_settings(live_settings, tiny_model, media_dir)
+
+
+@pytest.fixture(scope="session")
+def second_tagger(video_tagger: VideoTagger, services: Settings, tiny_model: Path, media_dir: Path) -> VideoTagger:
+    """Another tagger process' worth of pipeline (same weights, its own extractor)."""
+    return VideoTagger(tagger_settings(services, tiny_model, media_dir), loaded=video_tagger.loaded)

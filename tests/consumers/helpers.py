@@ -4,11 +4,14 @@ videos, settings that point at them, a tagger running in a thread, and Kafka rea
 from __future__ import annotations
 
 import json
+import os
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +48,8 @@ def build_videos(directory: Path) -> dict[str, Path]:
         "a": make_video(directory / "a.mp4", seconds=4, width=96, height=72, source="testsrc2"),
         "b": make_video(directory / "b.mp4", seconds=4, width=96, height=72, source="smptebars", audio=False),
         "long": make_video(directory / "long.mp4", seconds=9, width=96, height=72, source="mandelbrot"),
+        # over the tests' max_duration_s (10 s): refused after probing, never decoded
+        "toolong": make_video(directory / "toolong.mp4", seconds=12, width=32, height=24, fps=5, audio=False),
     }
     (directory / "text.mp4").write_text("this is not a video\n" * 20)
     data = videos["a"].read_bytes()
@@ -64,6 +69,7 @@ def tagger_settings(base: Settings, model_dir: Path, media_dir: Path, **changes:
         batch_size=16,
         batch_wait_ms=30,
         max_attempts=3,
+        max_duration_s=10.0,
         **changes,
     )
 
@@ -137,8 +143,22 @@ def read_topic(settings: Settings, topic: str, timeout_s: float = 5.0) -> list[A
         consumer.close()
 
 
-def read_json(settings: Settings, topic: str, timeout_s: float = 3.0) -> list[dict[str, Any]]:
+def read_json(settings: Settings, topic: str, timeout_s: float = 2.0) -> list[dict[str, Any]]:
     return [json.loads(r.value) for r in read_topic(settings, topic, timeout_s)]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment of a `segtag` subprocess that reproduces ``settings``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGTAG_")}
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        env["SEGTAG_" + f.name.upper()] = ",".join(value) if isinstance(value, tuple) else str(value)
+    env["SEGTAG_LOG_LEVEL"] = "INFO"
+    return env
+
+
+def segtag_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "segtag", *args]
 
 
 def sink_for(settings: Settings) -> RedisSink:

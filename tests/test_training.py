@@ -18,7 +18,7 @@ from segtag.datasets.features_dir import write_features_dir
 from segtag.datasets.yt8m import quantize, write_sequence_examples
 from segtag.evaluation import evaluate
 from segtag.metrics import gap
-from segtag.training import is_validation, lr_factor, read_config_file, train
+from segtag.training import available_cores, is_validation, lr_factor, read_config_file, train
 
 TAGS = ["a", "b", "c", "d", "e"]
 RGB, AUDIO, TEXT = 48, 16, 24
@@ -184,3 +184,15 @@ def test_config_file_and_schedule_helpers(tmp_path: Path) -> None:
     assert all(a >= b for a, b in itertools.pairwise(factors[10:]))
     assert is_validation("x", 100) and not is_validation("x", 0)
     assert is_validation("vid007", 25) == is_validation("vid007", 25)
+
+
+def test_available_cores_leaves_busy_cores_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.0, 0.0))
+    assert available_cores() == 4
+    monkeypatch.setattr(os, "getloadavg", lambda: (2.5, 0.0, 0.0))
+    assert available_cores() == 3
+    monkeypatch.setattr(os, "getloadavg", lambda: (14.0, 0.0, 0.0))
+    assert available_cores() == 1

@@ -35,6 +35,7 @@ from typing import Any
 import redis
 from kafka import KafkaConsumer, KafkaProducer, OffsetAndMetadata, TopicPartition
 from kafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from consumers.indexer.snapshot import SnapshotPolicy, load_or_rebuild
 from segtag.bus import ensure_topics, make_consumer, make_producer
@@ -65,6 +66,20 @@ class IndexerOptions:
     max_poll_records: int = 200
     heartbeat_s: float = 5.0
     worker_id: str = field(default_factory=_default_worker_id)
+    metrics_port: int = 0  # 0: no Prometheus endpoint (the tagger owns Settings.metrics_port)
+
+
+class IndexerMetrics:
+    """The indexer's Prometheus metrics, in a registry of its own."""
+
+    def __init__(self) -> None:
+        self.registry = r = CollectorRegistry()
+        self.events = Counter("segtag_indexer_events", "segments events by outcome", ["outcome"], registry=r)
+        self.vectors = Gauge("segtag_indexer_vectors", "live vectors in the index", registry=self.registry)
+        self.tombstones = Gauge("segtag_indexer_tombstones", "HNSW nodes awaiting a rebuild", registry=self.registry)
+        self.snapshot_seconds = Histogram(
+            "segtag_indexer_snapshot_seconds", "time to write a snapshot", registry=self.registry
+        )
 
 
 class IndexerWorker:
@@ -82,6 +97,7 @@ class IndexerWorker:
         self._producer: KafkaProducer | None = None
         self._keys = Keys(settings.redis_prefix)
         self._last_heartbeat = 0.0
+        self.metrics = IndexerMetrics()
 
     def stop(self) -> None:
         """Ask the loop to finish: it snapshots, commits and returns."""
@@ -89,6 +105,16 @@ class IndexerWorker:
 
     # -- main loop ----------------------------------------------------------
     def run(self) -> None:
+        server = None
+        if self.options.metrics_port:
+            server, _ = start_http_server(self.options.metrics_port, registry=self.metrics.registry)
+        try:
+            self._run()
+        finally:
+            if server is not None:
+                server.shutdown()
+
+    def _run(self) -> None:
         with _writer_lock(Path(self.settings.index_dir)):
             start = load_or_rebuild(self.settings, self.options.index, self.redis)
             self.index = start.snapshot.index
@@ -175,8 +201,10 @@ class IndexerWorker:
             return
         if changed:
             self.applied += 1
+            self.metrics.events.labels("applied").inc()
         else:
             self.ignored += 1
+            self.metrics.events.labels("ignored").inc()
             log.debug("ignored stale event for %s version %d", event.video_id, event.version)
 
     def _dead_letter(self, record: Any, exc: Exception) -> None:
@@ -199,6 +227,7 @@ class IndexerWorker:
                 timeout=DEAD_LETTER_TIMEOUT_S
             )
             self.dead_lettered += 1
+            self.metrics.events.labels("dead_lettered").inc()
         except (KafkaError, SinkUnavailableError) as err:
             # The event is unusable either way; losing its dead letter must not stall the index.
             log.error("could not dead-letter %s:%d@%d: %s", record.topic, record.partition, record.offset, err)
@@ -208,7 +237,10 @@ class IndexerWorker:
         assert self.index is not None
         saved = {position_key(tp.topic, tp.partition): off for tp, off in positions.items()}
         started = time.monotonic()
-        write_snapshot(self.settings.index_dir, self.index, saved)
+        with self.metrics.snapshot_seconds.time():
+            write_snapshot(self.settings.index_dir, self.index, saved)
+        self.metrics.vectors.set(len(self.index))
+        self.metrics.tombstones.set(self.index.dead_count)
         try:
             consumer.commit({tp: OffsetAndMetadata(off, "", -1) for tp, off in positions.items()})
         except KafkaError as exc:

@@ -16,6 +16,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _index_args(p)
     p.add_argument("--snapshot-interval", type=float, default=10.0, help="seconds between snapshots (default 10)")
     p.add_argument("--snapshot-every", type=int, default=1000, help="snapshot after this many events (default 1000)")
+    p.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0: off)")
     p.set_defaults(handler=run_indexer_cmd)
 
     p = sub.add_parser("api", help="serve the HTTP query API (OpenAPI at /docs)")
@@ -84,6 +85,7 @@ def run_indexer_cmd(args: argparse.Namespace, settings: Settings) -> int:
         index=_index_config(args, settings),
         snapshot_interval_s=args.snapshot_interval,
         snapshot_every=args.snapshot_every,
+        metrics_port=args.metrics_port,
     )
     return run_indexer(settings, options)
 

@@ -138,6 +138,9 @@ def test_events_are_indexed_and_reingest_replaces(settings2: Settings, worker_th
     assert target.segment_ids[2] not in {h.segment_id for h in hits}
     assert index.search(other.vectors[0], 2)[0][1].segment_id in (target.segment_ids[0], other.segment_ids[0])
     assert worker.ignored == 1 and worker.dead_lettered == 2
+    sample = worker.metrics.registry.get_sample_value
+    assert sample("segtag_indexer_events_total", {"outcome": "applied"}) == 13
+    assert sample("segtag_indexer_events_total", {"outcome": "dead_lettered"}) == 2
     assert sum(snap.positions.values()) == 12 + 4  # both partitions, every event included
 
     dead = make_consumer(s, s.indexer_group + "-dl", [s.dead_letter_topic])

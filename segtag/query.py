@@ -132,10 +132,15 @@ class IndexReader:
     def get(self) -> SegmentIndex | None:
         """The current index, reloading first when the snapshot file changed."""
         now = time.monotonic()
-        if now - self._checked >= RELOAD_CHECK_S or self._index is None:
-            with self._lock:
+        due = now - self._checked >= RELOAD_CHECK_S or self._index is None
+        # Loading a large snapshot takes seconds: while one thread does it, the others
+        # keep answering from the current index instead of queueing on the lock.
+        if due and self._lock.acquire(blocking=self._index is None):
+            try:
                 self._checked = now
                 self._maybe_reload()
+            finally:
+                self._lock.release()
         return self._index
 
     def require(self) -> SegmentIndex:

@@ -21,6 +21,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from segtag.model import SegTagger, preset
+from segtag.training import available_cores
 
 
 def window_batch(model: SegTagger, batch: int, frames: int) -> dict[str, torch.Tensor]:
@@ -74,18 +75,20 @@ def cpu_name() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the benchmark table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--presets", nargs="+", default=["demo", "segtag"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 16, 128])
     parser.add_argument("--frames", type=int, default=5)
     parser.add_argument("--classes", type=int, default=100)
     parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    parser.add_argument("--threads", type=int, default=available_cores(), help="default: cores not busy")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     out = sys.stdout
-    out.write(f"cpu: {cpu_name()}, {args.threads} threads, torch {torch.__version__}\n")
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    out.write(f"cpu: {cpu_name()}, {args.threads} threads, torch {torch.__version__}, load average {load}\n")
     out.write(f"windows of {args.frames} frames, {args.classes} classes\n\n")
     out.write("| preset | parameters | fp32 MB | MFLOPs/window | batch | windows/s | ms/window |\n")
     out.write("|---|---|---|---|---|---|---|\n")

@@ -150,6 +150,7 @@ class ContextGate(nn.Module):
         self.excite = nn.Linear(inner, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, D) -> (B, D), each component scaled by its gate in (0, 1)."""
         gate = torch.sigmoid(self.excite(F.relu(self.norm(self.squeeze(x)))))  # (B, D)
         return x * gate
 
@@ -177,6 +178,7 @@ class NeXtVLAD(nn.Module):
         self.out_dim = clusters * self.group_dim
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Frames (B, T, N) and mask (B, T) -> descriptor (B, K*n)."""
         B, T, _ = x.shape
         G, K, n = self.groups, self.clusters, self.group_dim
         m = mask.to(x.dtype).unsqueeze(-1)  # (B, T, 1)
@@ -206,6 +208,7 @@ class ModalityBranch(nn.Module):
         self.gate = ContextGate(cfg.modality_dim, cfg.gating_reduction)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Frames (B, T, N) and mask (B, T) -> modality vector (B, modality_dim)."""
         x = self.reduce(self.in_norm(x))  # (B, T, N')
         v = self.vlad(x, mask)  # (B, K*n)
         return self.gate(self.norm(self.proj(self.drop(v))))  # (B, modality_dim)
@@ -227,6 +230,7 @@ class TextBranch(nn.Module):
         self.gate = ContextGate(cfg.modality_dim, cfg.gating_reduction)
 
     def forward(self, text: torch.Tensor) -> torch.Tensor:
+        """Title embedding (B, Dt) -> (B, modality_dim)."""
         return self.gate(self.mlp(text))  # (B, modality_dim)
 
 
@@ -241,6 +245,7 @@ class Fusion(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, vectors: list[torch.Tensor], present: list[torch.Tensor]) -> torch.Tensor:
+        """M modality vectors (B, D) and presence bits (B,) -> fused (B, hidden)."""
         bits = [p.to(v.dtype).unsqueeze(-1) for v, p in zip(vectors, present, strict=True)]  # M x (B, 1)
         x = torch.cat([v * b for v, b in zip(vectors, bits, strict=True)] + bits, dim=-1)  # (B, M*(D+1))
         return self.drop(self.gate(F.relu(self.norm(self.proj(x)))))  # (B, hidden)
@@ -260,6 +265,7 @@ class MoEClassifier(nn.Module):
         self.experts = nn.Linear(dim, num_classes * num_experts)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """Fused (B, hidden) -> class probabilities (B, C)."""
         B, C, E = h.shape[0], self.num_classes, self.num_experts
         gates = F.softmax(self.gates(h).view(B, C, E + 1), dim=-1)  # (B, C, E+1)
         experts = torch.sigmoid(self.experts(h).view(B, C, E))  # (B, C, E)
@@ -295,6 +301,7 @@ class SegTagger(nn.Module):
         keep = torch.rand(present.shape, device=present.device) >= p  # (B, M)
         none_left = ~(keep & present).any(dim=1)  # (B,)
         keep = keep | none_left.unsqueeze(1)  # fall back to the original masks for those rows
+        # keep[:, i] broadcast over the mask's time axis: (B,) -> (B, 1) for frame masks, (B,) for text
         return [m & keep[:, i].view(-1, *([1] * (m.dim() - 1))) for i, m in enumerate(masks)]
 
     def forward(

@@ -178,6 +178,19 @@ class VideoTagger:
             )  # fmt: skip
         log.info("tagger ready: model %s on %s, %d tags", self.model_version, self.device, len(self.vocabulary))
 
+    def warm_up(self) -> None:
+        """Load the encoders the extractor loads lazily, so the first video is not slower.
+
+        The tagger calls this before it joins its consumer group: a member that
+        spends its first seconds loading weights only delays its own partitions.
+        """
+        visual = getattr(self.extractor, "visual", None)
+        if visual is not None:
+            visual.encode(np.zeros((1, 224, 224, 3), np.uint8))
+        title = getattr(self.extractor, "title_encoder", None)
+        if title is not None:
+            title.encode(["warm up"])
+
     # --- stage 1 -------------------------------------------------------------
 
     def extract(self, uri: str, title: str = "") -> VideoFeatures:

@@ -137,6 +137,7 @@ class TaggerWorker:
         if self.tagger is None:
             # Load the model before joining the group: a rebalance should not wait on it.
             self.tagger = VideoTagger(self.settings)
+        self.tagger.warm_up()
         ensure_topics(self.settings)
         heartbeat: Heartbeat | None = None
         try:

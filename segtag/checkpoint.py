@@ -73,7 +73,9 @@ def save_model(
     # contiguous fp32 CPU copies: safetensors refuses shared or non-contiguous storage
     tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = out / (WEIGHTS + ".tmp")
-    save_file(tensors, str(tmp), metadata={"format": "pt", "name": name})
+    # One metadata key only: safetensors writes the metadata map in hash order, so two keys
+    # could swap between saves and change the version string of identical weights.
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
     tmp.replace(out / WEIGHTS)
     features = {
         "window_s": cfg.window_s,

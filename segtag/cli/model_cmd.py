@@ -16,7 +16,9 @@ NEXTVLAD_LIMIT = 80_000_000
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add this module's subcommands to the parser."""
     p = sub.add_parser("train", help="train the tagger on a features directory or YouTube-8M TFRecords")
-    p.add_argument("--data", required=True, help="features directory (index.jsonl) or directory of *.tfrecord")
+    p.add_argument(
+        "--data", required=True, help="features directory (index.jsonl), manifest directory or directory of *.tfrecord"
+    )
     p.add_argument("--out", required=True, help="model directory to write")
     # dest differs from the top-level --config (the settings file)
     p.add_argument("--config", dest="model_config", help="JSON with 'model' (TaggerConfig) and 'train' keys")
@@ -35,6 +37,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--model", help="model directory (default: SEGTAG_MODEL_DIR)")
     p.add_argument("--data", required=True, help="features directory (index.jsonl) or directory of *.tfrecord")
     p.add_argument("--device", help="cpu, cuda or auto (default: SEGTAG_DEVICE)")
+    p.add_argument("--threads", type=int, help="CPU threads (default: cores not busy by the load average, at least 1)")
     p.add_argument("--json", action="store_true", help="print JSON (the default output is JSON too)")
     p.set_defaults(handler=run_eval)
 
@@ -48,11 +51,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
     """Handler of ``segtag train``."""
+    from segtag.datasets.resolve import features_dir_for
     from segtag.training import format_epoch, train
 
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
     rows = train(
-        args.data,
+        features_dir_for(args.data, settings),  # a synth/manifest directory is extracted first (cached)
         args.out,
         preset_name=args.preset,
         config_file=args.model_config,
@@ -69,10 +73,13 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     """Handler of ``segtag eval``: one JSON object."""
+    import torch
+
     from segtag.datasets.resolve import features_dir_for
     from segtag.evaluation import evaluate
-    from segtag.training import resolve_device
+    from segtag.training import available_cores, resolve_device
 
+    torch.set_num_threads(args.threads or available_cores())
     device = str(resolve_device(args.device or settings.device))
     result = evaluate(args.model or settings.model_dir, features_dir_for(args.data, settings), device)
     emit(result, True, str)

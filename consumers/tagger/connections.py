@@ -38,7 +38,7 @@ class Connections:
             ("redis", self.results.client.close),
             ("redis status", self.status.client.close),
             # No autocommit: offsets are committed explicitly, never on close.
-            ("consumer", lambda: self.consumer.close(autocommit=False)),
+            ("consumer", lambda: self.consumer.close(autocommit=False, timeout_ms=10000)),
         ):
             try:
                 closer()

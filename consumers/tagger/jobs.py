@@ -58,6 +58,7 @@ class Job:
     outputs: ModelOutputs | None = None
     result: VideoResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    feature_timings: dict[str, float] = field(default_factory=dict)
     version: int | None = None
     outcome: str = ""
     # Sink steps already done, so a retried sink step does not redo them.
@@ -173,6 +174,9 @@ class JobProcessor:
             log.exception("unexpected error decoding %s (%s); dead-lettering it", event.video_id, job.where)
             job.error = SegtagError(f"{type(exc).__name__}: {exc}")
         job.timings["decode_features"] = time.perf_counter() - started
+        if job.features is not None:
+            # The extractor's own split (decode, visual, audio, title) for the per-video log line.
+            job.feature_timings = dict(getattr(job.features, "timings", {}) or {})
 
     # --- step 2: the model, several videos at once (model thread) ----------
 
@@ -333,6 +337,7 @@ class JobProcessor:
             "attempts": job.attempts,
             "version": job.version,
             "timings": {k: round(v, 4) for k, v in job.timings.items()},
+            "feature_timings": {k: round(v, 4) for k, v in job.feature_timings.items()},
             "total_s": round(total, 4),
         }
         if job.timestamp_ms > 0:

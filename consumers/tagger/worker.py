@@ -55,6 +55,7 @@ POLL_TIMEOUT_MS = 200
 REVOKE_WAIT_S = 30.0  # how long a revocation waits for a write in progress
 RETRY_PAUSE_S = (2.0, 60.0)  # pause of a partition after a seek-back: first, maximum
 LAG_EVERY_S = 5.0
+COMMIT_TIMEOUT_MS = 10000
 
 
 @dataclass
@@ -290,7 +291,8 @@ class TaggerWorker:
             return
         offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in todo.items()}
         try:
-            self.conns.consumer.commit(offsets)
+            # Bounded: with the broker away an unbounded commit would stall the loop and shutdown.
+            self.conns.consumer.commit(offsets, timeout_ms=COMMIT_TIMEOUT_MS)
         except CommitFailedError as exc:
             # The group moved on without us: the new owners re-process these (idempotently).
             log.warning("commit of %s rejected by the group (%s); those uploads will be redone", todo, exc)

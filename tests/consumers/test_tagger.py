@@ -7,6 +7,7 @@ import json
 import signal
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,17 @@ def test_events_in_results_out(settings: Settings, video_tagger: VideoTagger, vi
     produce_raw(settings, [(b"junk key", b"{not json")])
     produce_uploads(settings, [("vid-bad", videos["text"], "not a video")])
     sink = sink_for(settings)
+    settings = settings.replace(metrics_port=free_port())
     with running_tagger(settings, video_tagger):
         statuses = wait_statuses(sink, ["vid-a", "vid-b", "vid-bad"], 120)
         wait_for(lambda: all_committed(settings), 30, "all offsets committed")
+        with urllib.request.urlopen(f"http://127.0.0.1:{settings.metrics_port}/metrics", timeout=10) as resp:
+            metrics = resp.read().decode()
     assert statuses == {"vid-a": "done", "vid-b": "done", "vid-bad": "failed"}
+    assert "segtag_tagger_videos_done_total 2.0" in metrics and "segtag_tagger_windows_total 4.0" in metrics
+    assert 'segtag_tagger_videos_failed_total{error_type="VideoUnreadableError"} 1.0' in metrics
+    assert 'segtag_tagger_stage_seconds_count{stage="model"} 2.0' in metrics
+    assert "segtag_tagger_consumer_lag" in metrics and "segtag_tagger_windows_per_second" in metrics
 
     a = sink.read_video("vid-a")
     assert a is not None

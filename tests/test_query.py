@@ -16,7 +16,7 @@ import redis
 from segtag.index import IndexConfig, SegmentIndex
 from segtag.index_records import Keys, SegmentRecord, write_video
 from segtag.index_snapshot import write_snapshot
-from segtag.query import IndexReader, IndexUnavailableError, NotFoundError, SegtagClient, demo_queries
+from segtag.query import IndexReader, IndexUnavailableError, NotFoundError, SegtagClient, demo_queries, wait_for_index
 from segtag.settings import Settings
 from tests.test_index import Video, make_corpus, source_of
 
@@ -192,3 +192,14 @@ def test_no_snapshot_is_a_clear_error(live_settings: Settings) -> None:
 def test_demo_queries_print_a_tag_search_and_a_similarity_search(world: World) -> None:
     text = demo_queries(world.settings)
     assert "segments tagged" in text and "most similar to" in text
+
+
+def test_wait_for_index_compares_versions_with_redis(world: World) -> None:
+    vids = [v.video_id for v in world.corpus]
+    assert wait_for_index(world.settings, vids, timeout_s=0)
+    v = world.corpus[0]
+    store(world.redis, world.settings.redis_prefix, v)  # version 2, not indexed yet
+    assert not wait_for_index(world.settings, vids, timeout_s=0.2)
+    world.index.upsert_video(v.video_id, 2, v.segment_ids, v.vectors)
+    world.snapshot()
+    assert wait_for_index(world.settings, vids, timeout_s=5)

@@ -4,11 +4,19 @@ point, over the real Redis and an index snapshot; JSON and tables; unknown ids e
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from segtag.cli import main
+from segtag.services.process import free_port
 from segtag.settings import Settings
 from tests.test_query import World, build_world, source_of
 
@@ -76,3 +84,38 @@ def test_similar(world: World, capsys: pytest.CaptureFixture[str]) -> None:
     assert len(rows) == 4 and not any(sid in row for row in rows)
     code, _, err = run(capsys, "similar", "nope#1")
     assert code == 1 and "unknown segment 'nope#1'" in err
+
+
+def test_segtag_api_serves_and_stops_on_sigterm(world: World) -> None:
+    """`segtag api` as a process: uvicorn on the given port, the routes answer, SIGTERM stops it."""
+    port = free_port()
+    env = dict(os.environ)  # the fixture's SEGTAG_* settings
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "segtag", "api", "--port", str(port)],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        health = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2)
+                break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        assert health is not None and health.status_code == 200, proc.stderr.read() if proc.poll() is not None else ""
+        assert health.json()["index"]["vectors"] == 60
+        v = world.corpus[0]
+        r = httpx.get(f"http://127.0.0.1:{port}/segments/{v.video_id}%230/similar", params={"k": 2}, timeout=10)
+        assert r.status_code == 200 and r.json()["items"][0]["segment_id"] == v.segment_ids[0]
+        proc.send_signal(signal.SIGTERM)
+        # uvicorn shuts down gracefully, then re-raises the signal it caught (exit by SIGTERM).
+        assert proc.wait(timeout=20) in (0, -signal.SIGTERM)
+        assert b"Finished server process" in proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -97,6 +97,7 @@ def test_segtag_api_serves_and_stops_on_sigterm(world: World) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    assert proc.stderr is not None
     try:
         deadline = time.monotonic() + 60
         health = None

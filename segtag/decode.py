@@ -374,14 +374,15 @@ class Video:
                 cache.update(zip(missing, batch, strict=True))
             frames = np.stack([cache[k] for k in wanted])  # (T, H, W, 3)
             cache = {k: cache[k] for k in wanted}  # keep only what the next window may share
+            samples = audio.slice(start, end) if audio is not None else _silence(start, end)
             yield Window(
                 index=index,
                 start=start,
                 end=end,
                 frames=frames,
                 timestamps=times[first:stop].copy(),
-                audio=audio.slice(start, end) if audio is not None else _silence(start, end),
-                has_audio=audio is not None,
+                audio=samples,
+                has_audio=audio is not None and audio.ok,
                 first_frame=first,
             )
 
@@ -406,6 +407,7 @@ class _DecordAudio:
         reader.add_padding()
         self._reader = reader
         self._n = int(reader.shape[1])
+        self.ok = True
 
     def slice(self, start: float, end: float) -> np.ndarray:
         """(S,) float32 samples covering [start, end) seconds, zero-padded outside the track."""
@@ -433,6 +435,12 @@ class _StreamedAudio:
         self._buf = np.zeros(0, dtype=np.float32)  # samples from self._buf_start on
         self._buf_start = 0
         self._eof = False
+        self._total = 0
+
+    @property
+    def ok(self) -> bool:
+        """False once ffmpeg has ended without giving a single sample (an undecodable track)."""
+        return not (self._eof and self._total == 0)
 
     def _read(self, samples: int) -> None:
         assert self._proc.stdout is not None
@@ -440,6 +448,7 @@ class _StreamedAudio:
         if len(data) < samples * 4:
             self._eof = True
         chunk = np.frombuffer(data[: len(data) // 4 * 4], dtype="<f4")
+        self._total += len(chunk)
         self._buf = np.concatenate([self._buf, chunk])
 
     def slice(self, start: float, end: float) -> np.ndarray:

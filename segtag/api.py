@@ -26,6 +26,7 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
+from segtag.index import IndexDataError
 from segtag.query import IndexReader, IndexUnavailableError, NotFoundError, SegtagClient
 from segtag.settings import Settings
 
@@ -131,6 +132,11 @@ def create_app(settings: Settings, search_overrides: dict[str, Any] | None = Non
     @app.exception_handler(IndexUnavailableError)
     async def _no_index(request: Request, exc: IndexUnavailableError) -> JSONResponse:
         return JSONResponse(status_code=503, content={"detail": str(exc)})
+
+    @app.exception_handler(IndexDataError)
+    async def _index_mismatch(request: Request, exc: IndexDataError) -> JSONResponse:
+        # e.g. a model with another embedding size wrote Redis since the index was built
+        return JSONResponse(status_code=500, content={"detail": f"index cannot answer: {exc}"})
 
     @app.exception_handler(redis.RedisError)
     async def _no_redis(request: Request, exc: redis.RedisError) -> JSONResponse:

@@ -8,10 +8,12 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
 from segtag.api import create_app
+from segtag.index_records import SegmentRecord, write_video
 from segtag.settings import Settings
 from tests.test_query import World, build_world, source_of
 
@@ -139,3 +141,9 @@ def test_no_index_yet_is_503_but_records_still_answer(live_settings: Settings) -
         assert r.status_code == 503 and "no index snapshot" in r.json()["detail"]
         assert api.get(f"/videos/{w.corpus[0].video_id}").status_code == 200
     w.redis.close()
+
+
+def test_embedding_of_another_size_is_a_clear_500(api: TestClient, world: World) -> None:
+    write_video(world.redis, world.settings.redis_prefix, "odd-size", [SegmentRecord(0.0, 5.0, np.ones(7, np.float32))])
+    r = api.get("/segments/odd-size%230/similar")
+    assert r.status_code == 500 and "7 dimensions" in r.json()["detail"]

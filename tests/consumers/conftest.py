@@ -31,7 +31,9 @@ def videos(media_dir: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="session")
 def video_tagger(services: Settings, tiny_model: Path, media_dir: Path, videos: dict[str, Path]) -> VideoTagger:
-    return VideoTagger(tagger_settings(services, tiny_model, media_dir))
+    tagger = VideoTagger(tagger_settings(services, tiny_model, media_dir))
+    tagger.warm_up()
+    return tagger
 
 
 @pytest.fixture
@@ -42,4 +44,8 @@ def settings(live_settings: Settings, tiny_model: Path, media_dir: Path) -> Sett
 @pytest.fixture(scope="session")
 def second_tagger(video_tagger: VideoTagger, services: Settings, tiny_model: Path, media_dir: Path) -> VideoTagger:
     """Another tagger process' worth of pipeline (same weights, its own extractor)."""
-    return VideoTagger(tagger_settings(services, tiny_model, media_dir), loaded=video_tagger.loaded)
+    tagger = VideoTagger(tagger_settings(services, tiny_model, media_dir), loaded=video_tagger.loaded)
+    # Warmed here, one after the other: the title encoder's lazy `transformers`
+    # import fails when two threads of one process run it at the same time.
+    tagger.warm_up()
+    return tagger

@@ -119,7 +119,11 @@ def test_two_taggers_share_the_partitions(
     with running_tagger(settings, video_tagger, "one") as one, running_tagger(settings, second_tagger, "two") as two:
         # Produce only once the group is settled, so no rebalance redoes work.
         wait_for(
-            lambda: len(one.states) + len(two.states) == 4 and one.states.keys().isdisjoint(two.states.keys()),
+            lambda: (
+                bool(one.states and two.states)
+                and len(one.states) + len(two.states) == 4
+                and set(one.states).isdisjoint(two.states)
+            ),
             60,
             "both taggers assigned",
         )

@@ -116,6 +116,7 @@ class TaggerWorker:
         self.runner: StageRunner | None = None
         self.processor: JobProcessor | None = None
         self.counts = {DONE: 0, FAILED: 0, RETRY: 0, DROPPED: 0}
+        self.polls = 0  # poll() calls so far: keeps rising while a long video is tagged
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -191,6 +192,7 @@ class TaggerWorker:
         assert self.conns is not None
         consumer = self.conns.consumer
         room = max(1, self.max_in_flight - self.in_flight())
+        self.polls += 1
         try:
             batches = consumer.poll(timeout_ms=POLL_TIMEOUT_MS, max_records=room)
         except KafkaError as exc:

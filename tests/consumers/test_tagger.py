@@ -144,9 +144,13 @@ def test_reupload_replaces_old_segments_in_upload_order(
     settings: Settings, video_tagger: VideoTagger, videos: dict[str, Path]
 ) -> None:
     sink = sink_for(settings)
-    with running_tagger(settings, video_tagger):
+    with running_tagger(settings, video_tagger) as worker:
         produce_uploads(settings, [("re", videos["long"], "long one")])
+        wait_for(lambda: sink.statuses(["re"])["re"] == "processing", 90, "first version processing", every_s=0.05)
+        polls = worker.polls
         wait_for(lambda: sink.statuses(["re"])["re"] == "done", 90, "first version done")
+        # The poll loop kept polling while the video was tagged on the stage threads.
+        assert worker.polls > polls + 3
         _consistent(sink, "re", 5)
         # Two more uploads back to back: the later one must win.
         produce_uploads(settings, [("re", videos["b"], "b"), ("re", videos["a"], "a")])
@@ -327,8 +331,15 @@ def test_kill_9_mid_video_then_restart_and_sigterm(settings: Settings, videos: d
 
         code, beats = _check(settings, "restarted")
         assert code == 0 and beats[0]["worker"] == "restarted" and beats[0]["done"] == 1
+
+        # SIGTERM in the middle of a video: it stops promptly and cleanly; the video in
+        # hand is either finished and committed or abandoned uncommitted.
+        ((part, offset),) = produce_uploads(settings, [("term", videos["long"], "")])
+        wait_for(lambda: sink.statuses(["term"])["term"] == "processing", 120, "term processing", every_s=0.02)
         second.send_signal(signal.SIGTERM)
         assert second.wait(60) == 0
+        if committed(settings).get(part, 0) > offset:
+            _consistent(sink, "term", 5)
         code, beats = _check(settings, "restarted")
         assert code == 1 and beats == []  # a cleanly stopped tagger removes its heartbeat
     finally:

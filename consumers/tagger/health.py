@@ -55,7 +55,7 @@ class Heartbeat:
             if self._failing:
                 log.info("heartbeat written again to %s", self.key)
             self._failing = False
-        except redis.RedisError as exc:
+        except Exception as exc:  # Redis away, or a snapshot error: the thread must live on
             if not self._failing:
                 log.warning("cannot write the heartbeat %s: %s (will keep trying)", self.key, exc)
             self._failing = True

@@ -271,20 +271,23 @@ class TaggerWorker:
     def _seek_back(self, tp: TopicPartition, state: PartitionState, job: Job) -> None:
         """Retry later from ``job``'s offset: drop what follows it, rewind, pause a while."""
         assert self.conns is not None
+        # Stages are FIFO, so nothing before this job is unfinished; rewinding to the
+        # oldest in-flight offset keeps that true even if it were not.
+        rewind_to = min([job.offset, *state.in_flight])
         with self._lock:
             state.epoch = next(self._epochs)  # jobs after it, already in the stages, are dropped
-        state.in_flight.clear()
+            state.in_flight.clear()
         state.seek_backs += 1
-        state.position = job.offset
+        state.position = rewind_to
         pause = min(RETRY_PAUSE_S[1], RETRY_PAUSE_S[0] * 2 ** min(state.seek_backs - 1, 8))
         state.resume_at = time.monotonic() + pause
-        key = (tp, job.offset)
+        key = (tp, rewind_to)
         self._retries[key] = self._retries.get(key, 0) + 1
         log.warning(
             "%s: transient failure after %d attempts (%s); not committing, retrying from offset %d in %.0f s",
-            job.where, self.settings.max_attempts, job.retry_error, job.offset, pause,
+            job.where, self.settings.max_attempts, job.retry_error, rewind_to, pause,
         )  # fmt: skip
-        self.conns.consumer.seek(tp, job.offset)
+        self.conns.consumer.seek(tp, rewind_to)
 
     def _commit(self, sync: bool = False, only: set[TopicPartition] | None = None) -> None:
         assert self.conns is not None
@@ -379,7 +382,10 @@ class TaggerWorker:
     # --- health -----------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """The heartbeat's content."""
+        """The heartbeat's content (called from the heartbeat thread)."""
+        with self._lock:  # the poll thread changes the partition map under this lock
+            partitions = sorted(tp.partition for tp in self.states)
+            in_flight = sum(len(st.in_flight) for st in self.states.values())
         return {
             "worker": self.worker_id,
             "pid": os.getpid(),
@@ -388,8 +394,8 @@ class TaggerWorker:
             "topic": self.settings.uploads_topic,
             "model_version": self.tagger.model_version if self.tagger else None,
             "started_at": self._started_at,
-            "partitions": sorted(tp.partition for tp in list(self.states)),
-            "in_flight": self.in_flight(),
+            "partitions": partitions,
+            "in_flight": in_flight,
             "done": self.counts[DONE],
             "failed": self.counts[FAILED],
             "retries": self.counts[RETRY],

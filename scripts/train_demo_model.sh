@@ -14,8 +14,11 @@
 # Videos and features are cached: a re-run reuses them and only retrains and re-evaluates.
 # Generated data stays outside the repository (DEMO_DATA, default /work/data); never commit it.
 #
-# Environment: PYTHON (default .venv/bin/python), DEMO_DATA, TRAIN_VIDEOS (400), HELDOUT_VIDEOS (200),
-# EPOCHS (see below), SEGTAG_DEVICE (auto).
+# Environment: PYTHON (default .venv/bin/python), DEMO_DATA, DEMO_OUT (models/demo), TRAIN_VIDEOS (400),
+# HELDOUT_VIDEOS (200), EPOCHS (25), EXTRACT_THREADS (1), SEGTAG_DEVICE (auto). A quick smoke run that
+# leaves the shipped model alone:
+#   DEMO_DATA=/tmp/demo-smoke DEMO_OUT=/tmp/demo-smoke/model TRAIN_VIDEOS=20 HELDOUT_VIDEOS=10 EPOCHS=2 \
+#       scripts/train_demo_model.sh
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,7 +31,7 @@ EPOCHS=${EPOCHS:-25}
 TRAIN_SEED=1
 HELDOUT_SEED=2
 MODEL_SEED=0
-OUT=models/demo
+OUT=${DEMO_OUT:-models/demo}
 TRAIN_DIR=$DATA/synth-train
 HELDOUT_DIR=$DATA/synth-heldout
 

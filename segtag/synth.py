@@ -17,7 +17,7 @@ import logging
 import random
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -603,8 +603,8 @@ def generate(out_dir: Path, options: SynthOptions, progress: bool = True) -> Syn
         tqdm(total=len(todo), desc="synth", unit="video", disable=not progress) as bar,
     ):
         futures = [pool.submit(render_video, p, video_dir / f"{p.video_id}.mp4", ffmpeg) for p in todo]
-        for fut in futures:
-            fut.result()  # re-raises the first ffmpeg failure
+        for fut in as_completed(futures):
+            fut.result()  # re-raises an ffmpeg failure; videos already written are kept for a re-run
             bar.update(1)
     manifest = out_dir / "manifest.jsonl"
     tmp = manifest.with_suffix(".jsonl.part")

@@ -33,6 +33,7 @@ from typing import Any
 
 import imageio_ffmpeg
 
+from consumers.tagger.connections import PRODUCER_RETRIES
 from segtag.bus import ensure_topics, make_producer
 from segtag.events import make_upload
 from segtag.services import services_down, services_up
@@ -107,7 +108,7 @@ def run_pipeline(settings: Settings, items: list[dict[str, Any]], log: Path, tim
         health = f"{settings.redis_prefix}:health:tagger:bench"
         wait(lambda: sink.client.exists(health) == 1, 300, "the tagger to start", proc)
         time.sleep(3)  # let it join the group and get its partitions
-        producer = make_producer(settings)
+        producer = make_producer(settings, **PRODUCER_RETRIES)
         produced: dict[str, float] = {}
         for it in items:
             vid = f"bench-{it['video_id']}"

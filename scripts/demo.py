@@ -27,6 +27,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from consumers.tagger.connections import PRODUCER_RETRIES
 from segtag.bus import ensure_topics, make_producer
 from segtag.events import make_upload
 from segtag.services import services_down, services_status, services_up
@@ -78,7 +79,7 @@ def prepare_videos(work: Path, count: int, seed: int) -> list[dict[str, str]]:
 
 def produce(settings: Settings, videos: list[dict[str, str]]) -> None:
     ensure_topics(settings)
-    producer = make_producer(settings)
+    producer = make_producer(settings, **PRODUCER_RETRIES)
     try:
         for v in videos:
             event = make_upload(v["video_id"], Path(v["path"]).as_uri(), v["title"])

@@ -110,21 +110,21 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=st.binary(max_size=300))
 def test_random_bytes_never_crash(value: bytes) -> None:
     with pytest.raises(InvalidEventError):
         parse_upload(value)
 
 
-@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(value=json_values)
 def test_random_json_shapes_rejected(value: Any) -> None:
     with pytest.raises(InvalidEventError):
         parse_upload(enc(value))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(field=st.sampled_from(sorted(VALID)), replacement=json_values)
 def test_mutated_valid_events_are_valid_or_rejected_precisely(field: str, replacement: Any) -> None:
     mutated = {**VALID, field: replacement}

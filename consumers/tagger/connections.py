@@ -19,6 +19,9 @@ log = logging.getLogger(__name__)
 # best effort; the final writes get the longer timeout and real retries.
 STATUS_TIMEOUT_S = 1.0
 RESULTS_TIMEOUT_S = 5.0
+# Leader elections (a new topic, a restarted broker) take seconds: let the client
+# retry a send for ~10 s before our own retry-and-seek-back logic sees an error.
+PRODUCER_RETRIES = {"retries": 40, "retry_backoff_ms": 250}
 
 
 @dataclass
@@ -48,7 +51,7 @@ class Connections:
 
 def open_connections(settings: Settings, max_poll_records: int) -> Connections:
     """Connect to the broker and Redis (the consumer is not subscribed yet)."""
-    producer = make_producer(settings)
+    producer = make_producer(settings, **PRODUCER_RETRIES)
     try:
         consumer = make_consumer(
             settings,

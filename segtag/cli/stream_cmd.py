@@ -55,7 +55,9 @@ def run_produce(args: argparse.Namespace, settings: Settings) -> int:
     # Validated exactly as the tagger will: a bad event fails here, not on the dead-letter topic.
     event = make_upload(args.video_id, args.uri, args.title, metadata=metadata)
     ensure_topics(settings, [settings.uploads_topic])
-    producer = make_producer(settings)
+    from consumers.tagger.connections import PRODUCER_RETRIES
+
+    producer = make_producer(settings, **PRODUCER_RETRIES)
     try:
         meta = producer.send(settings.uploads_topic, key=event.video_id.encode(), value=event.to_bytes()).get(30)
     except KafkaError as exc:

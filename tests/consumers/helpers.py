@@ -9,7 +9,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
@@ -30,6 +30,9 @@ from segtag.testing.media import make_video
 
 VOCAB = [f"tag{i}" for i in range(8)]
 # Few sampled frames per video: EfficientNet on a shared CPU is the slow part.
+# A topic that was just created may not have a partition leader yet on a loaded
+# machine: retry sends for several seconds rather than 0.5 s.
+PATIENT_PRODUCER = {"retries": 40, "retry_backoff_ms": 250}
 WINDOW_S = 2.0
 SAMPLE_FPS = 1.0
 
@@ -100,10 +103,10 @@ def running_tagger(
         raise errors[0]
 
 
-def produce_uploads(settings: Settings, uploads: list[tuple[str, Path | str, str]]) -> list[tuple[int, int]]:
+def produce_uploads(settings: Settings, uploads: Sequence[tuple[str, Path | str, str]]) -> list[tuple[int, int]]:
     """Send valid upload events; returns (partition, offset) of each."""
     ensure_topics(settings)
-    producer = make_producer(settings)
+    producer = make_producer(settings, **PATIENT_PRODUCER)
     try:
         out = []
         for vid, path, title in uploads:
@@ -116,9 +119,9 @@ def produce_uploads(settings: Settings, uploads: list[tuple[str, Path | str, str
         producer.close(timeout=10)
 
 
-def produce_raw(settings: Settings, records: list[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
+def produce_raw(settings: Settings, records: Sequence[tuple[bytes | None, bytes | None]]) -> list[tuple[int, int]]:
     ensure_topics(settings)
-    producer: KafkaProducer = make_producer(settings)
+    producer: KafkaProducer = make_producer(settings, **PATIENT_PRODUCER)
     try:
         return [
             (m.partition, m.offset)

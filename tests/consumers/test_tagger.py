@@ -167,7 +167,7 @@ def test_reupload_replaces_old_segments_in_upload_order(
 def test_bad_files_are_dead_lettered_and_the_tagger_goes_on(
     settings: Settings, video_tagger: VideoTagger, videos: dict[str, Path], tmp_path: Path
 ) -> None:
-    cases = {
+    cases: dict[str, tuple[Path | str, str]] = {
         "bad-text": (videos["text"], "VideoUnreadableError"),
         "bad-trunc": (videos["truncated"], "VideoUnreadableError"),
         "bad-empty": (videos["empty"], "VideoUnreadableError"),

@@ -11,7 +11,7 @@ import pytest
 from segtag.errors import SinkUnavailableError
 from segtag.services.process import free_port
 from segtag.settings import Settings
-from segtag.sinks.redis_sink import RedisSink, make_redis
+from segtag.sinks.redis_sink import RedisSink, _text, make_redis
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def segs(n: int, tag: str) -> list[Seg]:
 
 
 def keys(sink: RedisSink) -> set[str]:
-    return {k.decode() for k in sink.client.scan_iter(match=sink.keys.prefix + ":*")}
+    return {k.decode() if isinstance(k, bytes) else k for k in sink.client.scan_iter(match=sink.keys.prefix + ":*")}
 
 
 def test_write_done_follows_the_schema(sink: RedisSink) -> None:
@@ -44,14 +44,16 @@ def test_write_done_follows_the_schema(sink: RedisSink) -> None:
     out = sink.write_done("v1", "file:///a.mp4", "A", [("cat", 0.8), ("common", 0.4)], segs(2, "cat"), 10.0, "m-1")
     assert out.version == 1 and out.removed_segments == 0
     c = sink.client
-    video = {k.decode(): v.decode() for k, v in c.hgetall(f"{p}:video:v1").items()}
+    video = {_text(k): _text(v) for k, v in c.hgetall(f"{p}:video:v1").items()}
     assert video["status"] == "done" and video["version"] == "1" and video["num_segments"] == "2"
     assert video["uri"] == "file:///a.mp4" and video["model_version"] == "m-1" and video["duration_s"] == "10.000"
     assert {"created_at", "updated_at", "tags", "error", "error_type", "attempts", "title"} <= set(video)
     assert c.zrange(f"{p}:video:v1:segments", 0, -1, withscores=True) == [(b"v1#0", 0.0), (b"v1#1", 5.0)]
     seg = c.hgetall(f"{p}:segment:v1#1")
     assert seg[b"video_id"] == b"v1" and seg[b"index"] == b"1" and seg[b"version"] == b"1"
-    np.testing.assert_array_equal(np.frombuffer(seg[b"embedding"], "<f4"), np.full(8, 0.125))
+    emb = seg[b"embedding"]
+    assert isinstance(emb, bytes)
+    np.testing.assert_array_equal(np.frombuffer(emb, "<f4"), np.full(8, 0.125))
     assert c.zscore(f"{p}:tag:cat:segments", "v1#0") == pytest.approx(0.9)
     assert c.zscore(f"{p}:tag:cat:videos", "v1") == pytest.approx(0.8)
     assert c.zscore(f"{p}:tags", "cat") == 1 and c.zscore(f"{p}:tags", "common") == 1

@@ -222,7 +222,17 @@ def _draw_gradients(rng: random.Random) -> dict[str, Any]:
 
 
 def _build_gradients(p: Mapping[str, Any], c: _Ctx) -> str:
-    return f"gradients=s={_size(c)}:r={c.rate}:seed={p['seed']}:type={p['type']}:n={p['colors']}:speed={p['speed']}"
+    # The filter picks its colours and its gradient line with an unseeded generator whatever `seed`
+    # says, so both are derived here from the drawn seed (and not drawn from the plan's generator,
+    # which would shift every later draw and change existing manifests).
+    local = random.Random(p["seed"])
+    colours = "".join(f":c{i}={_hex_colour(local)}" for i in range(p["colors"]))
+    x0, x1 = local.randrange(c.width), local.randrange(c.width)
+    y0, y1 = local.randrange(c.height), local.randrange(c.height)
+    return (
+        f"gradients=s={_size(c)}:r={c.rate}:seed={p['seed']}:type={p['type']}:n={p['colors']}"
+        f":speed={p['speed']}{colours}:x0={x0}:y0={y0}:x1={x1}:y1={y1}"
+    )
 
 
 def _draw_shapes(rng: random.Random) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import re
 import subprocess
 from fractions import Fraction
@@ -14,7 +15,9 @@ import pytest
 from decord import VideoReader
 
 from segtag.synth import (
+    AUDIO_SOURCES,
     SEGMENT_UNIT_S,
+    VISUAL_SOURCES,
     SegmentPlan,
     SourceSpec,
     SynthError,
@@ -199,6 +202,33 @@ def test_rendered_boundary_is_exact_in_frames_and_audio(tmp_path: Path) -> None:
 
     assert rms(0.0, 4.95) < 1e-3
     assert rms(5.05, 9.95) == pytest.approx(0.5 / np.sqrt(2), rel=0.1)
+
+
+def _decoded_md5(path: Path) -> str:
+    proc = subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "md5", "-"], capture_output=True, text=True, check=True
+    )
+    return proc.stdout.strip()
+
+
+def test_every_source_renders_identically_twice(tmp_path: Path) -> None:
+    # every visual and audio source once, each with its own drawn parameters
+    rng = random.Random(0)
+    visual, audio = list(VISUAL_SOURCES), list(AUDIO_SOURCES)
+    segments = tuple(
+        SegmentPlan(
+            5 * i,
+            5 * i + 5,
+            SourceSpec(visual[i].tag, visual[i].draw(rng)),
+            SourceSpec(audio[i % len(audio)].tag, audio[i % len(audio)].draw(rng)),
+        )
+        for i in range(len(visual))
+    )
+    plan = VideoPlan("all", 0, 160, 90, Fraction(25), True, "t", segments)
+    first, second = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    render_video(plan, first)
+    render_video(plan, second)
+    assert _decoded_md5(first) == _decoded_md5(second)
 
 
 def test_options_are_checked() -> None:

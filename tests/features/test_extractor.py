@@ -27,9 +27,15 @@ def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _extractor(
-    videos: dict[str, Path], visual: VisualEncoder, title: TitleEncoder, **kwargs: float
+    videos: dict[str, Path],
+    visual: VisualEncoder,
+    title: TitleEncoder,
+    window_s: float = 5.0,
+    stride_s: float | None = None,
+    sample_fps: float = 1.0,
 ) -> FeatureExtractor:
-    fx = FeatureExtractor(limits=DecodeLimits(media_roots=(str(videos["sound"].parent),)), device="cpu", **kwargs)
+    limits = DecodeLimits(media_roots=(str(videos["sound"].parent),))
+    fx = FeatureExtractor(window_s, stride_s, sample_fps, limits=limits, device="cpu")
     fx.visual, fx.title_encoder = visual, title  # share the session's loaded models
     return fx
 

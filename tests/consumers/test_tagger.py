@@ -304,6 +304,7 @@ def _check(settings: Settings, worker_id: str) -> tuple[int, Any]:
     return res.returncode, json.loads(res.stdout or b"null")
 
 
+@pytest.mark.slow
 def test_kill_9_mid_video_then_restart_and_sigterm(settings: Settings, videos: dict[str, Path], tmp_path: Path) -> None:
     """A tagger killed in the middle of a video: the restarted one finishes it, once and
     correctly. The restarted one then stops cleanly on SIGTERM."""

@@ -64,7 +64,7 @@ class IndexConfig:
     nprobe: int = 32
     train_min: int = 0  # 0: 39 * nlist, faiss's minimum for a stable k-means
     hnsw_m: int = 32
-    ef_construction: int = 80
+    ef_construction: int = 100  # 40 (faiss default) gave recall@10 0.91 at 1M in the benchmark
     ef_search: int = 128
     rebuild_dead_fraction: float = 0.2
     rebuild_min_dead: int = 1000

@@ -136,7 +136,12 @@ def test_readers_never_see_half_a_video(sink: RedisSink) -> None:
                 want = int(num)
                 if n_segs != want or (n_cat, n_dog) not in ((4, 0), (0, 1)) or (n_cat + n_dog) != want:
                     errors.append(f"torn snapshot: num={want} zcard={n_segs} cat={n_cat} dog={n_dog}")
-            video = sink.read_video("flip")
+            try:
+                video = sink.read_video("flip")
+            except SinkUnavailableError:
+                # A reader starved by a writer that never pauses gets the retryable error,
+                # never a torn read; under load that can happen, and it is the contract.
+                continue
             if video is not None:
                 versions_seen = {s["version"] for s in video["segments"]}
                 if len(video["segments"]) != int(video["num_segments"]) or versions_seen != {int(video["version"])}:

@@ -1,14 +1,14 @@
 """The Redis keys and the segments event, as the index and query layer see them.
 
-docs/contracts.md is the source of truth; this module only spells the key names
-and the event encoding once for the indexer, the query client and their tests.
+docs/contracts.md is the source of truth; the key names live in :mod:`segtag.keys` and
+the event schema in :mod:`segtag.events`; this module adapts them for the indexer, the
+query client and their tests.
 :func:`write_video` writes one video's records the way the tagger does (one
 ``MULTI/EXEC``) so the tests and the demo can make data without the model.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import time
 from collections.abc import Sequence
@@ -20,43 +20,21 @@ import numpy as np
 import redis
 
 from segtag.errors import InvalidEventError
+from segtag.events import encode_embedding as encode_embedding_b64
+from segtag.events import parse_segments_event, segment_id
+from segtag.keys import Keys
 
-
-@dataclass(frozen=True)
-class Keys:
-    """Key names under one prefix (``Settings.redis_prefix``)."""
-
-    prefix: str
-
-    def video(self, vid: str) -> str:
-        return f"{self.prefix}:video:{vid}"
-
-    def video_segments(self, vid: str) -> str:
-        return f"{self.prefix}:video:{vid}:segments"
-
-    def segment(self, sid: str) -> str:
-        return f"{self.prefix}:segment:{sid}"
-
-    def tag_segments(self, tag: str) -> str:
-        return f"{self.prefix}:tag:{tag}:segments"
-
-    def tag_videos(self, tag: str) -> str:
-        return f"{self.prefix}:tag:{tag}:videos"
-
-    @property
-    def tags(self) -> str:
-        return f"{self.prefix}:tags"
-
-    @property
-    def videos(self) -> str:
-        return f"{self.prefix}:videos"
-
-    def health(self, service: str, worker: str) -> str:
-        return f"{self.prefix}:health:{service}:{worker}"
-
-
-def segment_id(video_id: str, index: int) -> str:
-    return f"{video_id}#{index}"
+__all__ = [
+    "Keys",
+    "SegmentRecord",
+    "SegmentsEvent",
+    "decode_embedding",
+    "decode_segments_event",
+    "encode_embedding",
+    "encode_segments_event",
+    "segment_id",
+    "write_video",
+]
 
 
 def encode_embedding(vector: np.ndarray) -> bytes:
@@ -101,7 +79,7 @@ def encode_segments_event(
                     "segment_id": sid,
                     "start": start,
                     "end": end,
-                    "embedding_b64": base64.b64encode(encode_embedding(emb)).decode(),
+                    "embedding_b64": encode_embedding_b64(emb),
                 }
                 for sid, start, end, emb in segments
             ],
@@ -109,45 +87,17 @@ def encode_segments_event(
     ).encode()
 
 
-def _require(obj: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
-    value = obj.get(name)
-    if not isinstance(value, kind) or isinstance(value, bool):
-        raise InvalidEventError(f"segments event: {name!r} missing or not {kind}")
-    return value
-
-
 def decode_segments_event(value: bytes | None) -> SegmentsEvent:
-    """Parse and check a segments event; bad input raises :class:`InvalidEventError`."""
-    try:
-        obj = json.loads(value or b"")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidEventError(f"segments event is not JSON: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise InvalidEventError("segments event is not a JSON object")
-    video_id = _require(obj, "video_id", str)
-    version = _require(obj, "version", int)
-    op = obj.get("op", "upsert")
-    if op not in ("upsert", "delete"):
-        raise InvalidEventError(f"segments event: unknown op {op!r}")
-    segments = obj.get("segments", [] if op == "delete" else None)
-    if not isinstance(segments, list):
-        raise InvalidEventError("segments event: 'segments' missing or not a list")
-    sids: list[str] = []
-    rows: list[np.ndarray] = []
-    for seg in segments:
-        if not isinstance(seg, dict):
-            raise InvalidEventError("segments event: a segment is not an object")
-        sids.append(_require(seg, "segment_id", str))
-        try:
-            rows.append(decode_embedding(base64.b64decode(_require(seg, "embedding_b64", str), validate=True)))
-        except ValueError as exc:
-            raise InvalidEventError(f"segments event: bad embedding of {sids[-1]}: {exc}") from exc
+    """Parse a segments event with :func:`segtag.events.parse_segments_event` and stack its
+    vectors for the index; bad input raises :class:`InvalidEventError`."""
+    event = parse_segments_event(value)
+    rows = [seg.embedding for seg in event.segments]
     if rows and len({r.shape[0] for r in rows}) != 1:
         raise InvalidEventError("segments event: embeddings of different lengths")
     if rows and (rows[0].shape[0] == 0 or not all(np.isfinite(r).all() for r in rows)):
         raise InvalidEventError("segments event: empty or non-finite embedding")
     vectors = np.stack(rows) if rows else np.zeros((0, 0), np.float32)
-    return SegmentsEvent(video_id, version, op, sids, vectors)
+    return SegmentsEvent(event.video_id, event.version, event.op, [s.segment_id for s in event.segments], vectors)
 
 
 # -- writing a video the way the tagger does (tests, demo) -------------------

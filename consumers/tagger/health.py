@@ -16,7 +16,7 @@ from typing import Any
 import redis
 
 from segtag.events import now_iso
-from segtag.sinks.redis_sink import Keys
+from segtag.keys import Keys
 
 log = logging.getLogger(__name__)
 

@@ -29,6 +29,7 @@ from redis.typing import EncodableT
 
 from segtag.errors import SinkUnavailableError
 from segtag.events import segment_id
+from segtag.keys import Keys
 
 log = logging.getLogger(__name__)
 
@@ -37,39 +38,6 @@ STATUSES = ("queued", "processing", "done", "failed")
 # A video key changes only by status updates of the same video, so a handful of
 # optimistic retries is plenty; more means something is hammering the key.
 MAX_WATCH_RETRIES = 20
-
-
-class Keys:
-    """The key names of the schema under one prefix."""
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def video(self, vid: str) -> str:
-        return f"{self.prefix}:video:{vid}"
-
-    def video_segments(self, vid: str) -> str:
-        return f"{self.prefix}:video:{vid}:segments"
-
-    def segment(self, sid: str) -> str:
-        return f"{self.prefix}:segment:{sid}"
-
-    def tag_segments(self, tag: str) -> str:
-        return f"{self.prefix}:tag:{tag}:segments"
-
-    def tag_videos(self, tag: str) -> str:
-        return f"{self.prefix}:tag:{tag}:videos"
-
-    @property
-    def tags(self) -> str:
-        return f"{self.prefix}:tags"
-
-    @property
-    def videos(self) -> str:
-        return f"{self.prefix}:videos"
-
-    def health(self, service: str, worker: str) -> str:
-        return f"{self.prefix}:health:{service}:{worker}"
 
 
 @dataclass(frozen=True)

@@ -89,14 +89,31 @@ def produce(settings: Settings, videos: list[dict[str, str]]) -> None:
     say(f"produced {len(videos)} upload events to {settings.uploads_topic}")
 
 
-def wait_done(sink: RedisSink, vids: list[str], tagger: subprocess.Popen[bytes], log: Path, timeout_s: float) -> None:
-    """Follow the statuses until every video is done or failed (bounded)."""
+def versions(sink: RedisSink, vids: list[str]) -> dict[str, int]:
+    """Each video's result version in Redis (0 if it has none yet)."""
+    pipe = sink.client.pipeline(transaction=False)
+    for vid in vids:
+        pipe.hget(sink.keys.video(vid), "version")
+    return {vid: int(v or 0) for vid, v in zip(vids, pipe.execute(), strict=True)}
+
+
+def wait_done(
+    sink: RedisSink,
+    vids: list[str],
+    before: dict[str, int],
+    tagger: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float,
+) -> None:
+    """Follow the statuses until every video is done or failed in a version newer than
+    ``before`` (results of an earlier demo run in the same Redis do not count); bounded."""
     deadline = time.monotonic() + timeout_s
     with tqdm(total=len(vids), desc="tagging", unit="video") as bar:
         finished = 0
         while True:
             statuses = sink.statuses(vids)
-            now_finished = sum(1 for s in statuses.values() if s in FINAL)
+            now = versions(sink, vids)
+            now_finished = sum(1 for v, s in statuses.items() if s in FINAL and now[v] > before[v])
             bar.update(now_finished - finished)
             finished = now_finished
             busy = [v for v, s in statuses.items() if s == "processing"]
@@ -199,9 +216,10 @@ def main(argv: list[str] | None = None) -> int:
                 stdout=out, stderr=subprocess.STDOUT,
             )  # fmt: skip
         sink = RedisSink(make_redis(settings.redis_url), settings.redis_prefix)
+        before = versions(sink, vids)
         produce(settings, videos)
         t0 = time.monotonic()
-        wait_done(sink, vids, tagger, log, args.timeout)
+        wait_done(sink, vids, before, tagger, log, args.timeout)
         say(f"all {len(vids)} videos finished in {time.monotonic() - t0:.0f} s")
         show_results(sink, vids)
         final_queries(settings, vids)

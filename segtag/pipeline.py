@@ -261,7 +261,7 @@ class VideoTagger:
         timings: dict[str, float] | None = None,
     ) -> VideoResult:
         """Turn model outputs into reported tags, concepts and segments."""
-        k = self.settings.top_k
+        k, floor = self.settings.top_k, self.settings.min_tag_score
         segments = []
         for i, (start, end, first, last) in enumerate(features.windows):
             segments.append(
@@ -269,13 +269,13 @@ class VideoTagger:
                     index=i,
                     start=float(start),
                     end=float(end),
-                    tags=top_tags(outputs.segment_probs[i], self.vocabulary, k),
+                    tags=top_tags(outputs.segment_probs[i], self.vocabulary, k, floor),
                     concepts=top_concepts(features.concepts[int(first) : int(last)], self.concept_names),
                     embedding=outputs.segment_embeddings[i].astype(np.float32),
                 )
             )
         return VideoResult(
-            tags=top_tags(outputs.video_probs, self.vocabulary, k),
+            tags=top_tags(outputs.video_probs, self.vocabulary, k, floor),
             segments=segments,
             duration_s=float(features.duration_s),
             model_version=self.model_version,

@@ -61,6 +61,7 @@ class Settings:
     batch_size: int = 32
     batch_wait_ms: int = 50
     top_k: int = 5
+    min_tag_score: float = 0.05  # tags below this are not reported (the best one always is)
     # --- Index -----------------------------------------------------------
     index_dir: str = field(default_factory=lambda: str(Path(_default_state_dir()) / "index"))
     index_kind: str = "flat"
@@ -171,6 +172,7 @@ def _validate(s: Settings) -> None:
     _check(s.batch_size >= 1, "batch_size", "must be >= 1")
     _check(s.batch_wait_ms >= 0, "batch_wait_ms", "must be >= 0")
     _check(s.top_k >= 1, "top_k", "must be >= 1")
+    _check(0.0 <= s.min_tag_score < 1.0, "min_tag_score", f"must be in [0, 1), got {s.min_tag_score}")
     _check(s.max_bytes > 0, "max_bytes", "must be > 0")
     _check(s.max_duration_s > 0, "max_duration_s", "must be > 0")
     _check(s.max_width > 0 and s.max_height > 0, "max_width", "limits must be > 0")

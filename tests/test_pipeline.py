@@ -73,6 +73,8 @@ def test_helpers() -> None:
     probs = np.array([0.01, 0.9, 0.2, 0.04], np.float32)
     assert top_tags(probs, ["a", "b", "c", "d"], 3) == [("b", pytest.approx(0.9)), ("c", pytest.approx(0.2))]
     assert top_tags(np.full(4, 0.01, np.float32), ["a", "b", "c", "d"], 3) == [("a", pytest.approx(0.01))]
+    # SEGTAG_MIN_TAG_SCORE raises the floor; the best tag is still reported.
+    assert top_tags(probs, ["a", "b", "c", "d"], 3, 0.5) == [("b", pytest.approx(0.9))]
     assert softmax(np.array([1000.0, 1000.0])).tolist() == [0.5, 0.5]
     names = [f"c{i}" for i in range(5)]
     logits = np.array([[0, 5, 0, 0, 1], [0, 3, 0, 0, 2]], np.float32)

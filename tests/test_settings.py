@@ -42,6 +42,7 @@ def test_environment_overrides_with_types() -> None:
         ("SEGTAG_KAFKA_PORT", "70000"),
         ("SEGTAG_REDIS_URL", "http://x"),
         ("SEGTAG_BATCH_SIZE", "0"),
+        ("SEGTAG_MIN_TAG_SCORE", "1.5"),
     ],
 )
 def test_bad_value_names_the_variable(var: str, value: str) -> None:

@@ -22,11 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 # On a shared, oversubscribed machine OpenMP threads that spin while waiting steal the
@@ -35,6 +35,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import faiss as _faiss
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _util import cpu_model
 
 faiss: Any = _faiss  # its type stubs lag the SWIG API
 
@@ -51,17 +54,6 @@ class Row:
     recall10: float
     serial_qps: float = 0.0  # one query per call, as an API request issues them (1 thread only)
     serial_ratio: float = 0.0
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor() or "unknown"
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def make_data(n: int, nq: int, d: int, clusters: int, spread: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

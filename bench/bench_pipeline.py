@@ -36,8 +36,7 @@ import imageio_ffmpeg
 from consumers.tagger.connections import PRODUCER_RETRIES
 from segtag.bus import ensure_topics, make_producer
 from segtag.events import make_upload
-from segtag.services import services_down, services_up
-from segtag.services.process import free_port
+from segtag.services import isolated_settings, services_down, services_up
 from segtag.settings import Settings
 from segtag.sinks.redis_sink import RedisSink, make_redis
 
@@ -159,19 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     items = synth(args.work, args.videos, args.seed, args.min_duration, args.max_duration)
     video_s = sum(it["duration_s"] for it in items)
     state = Path(tempfile.mkdtemp(prefix="state-", dir=args.work))
-    kafka_port, controller_port, redis_port = free_port(), free_port(), free_port()
-    settings = Settings.load(
-        env={},
-        state_dir=str(state),
-        kafka_port=kafka_port,
-        kafka_controller_port=controller_port,
-        redis_port=redis_port,
-        kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        model_dir=args.model_dir,
-        media_roots=(str(args.work),),
-        device="cpu",
-    )
+    settings = isolated_settings(state, model_dir=args.model_dir, media_roots=(str(args.work),), device="cpu")
     floor_s = decode_floor([it["path"] for it in items], settings.sample_fps)
     services_up(settings)
     try:

@@ -13,29 +13,14 @@ from collections.abc import Iterator
 
 import pytest
 
-from segtag.services import services_down, services_up
-from segtag.services.process import free_port
+from segtag.services import isolated_settings, services_down, services_up
 from segtag.settings import Settings
-
-# Library code never reads the environment; the tests build their settings from scratch.
-_CLEAN_ENV: dict[str, str] = {}
 
 
 @pytest.fixture(scope="session")
 def services(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Start Redis and a KRaft broker for this session; yield settings that point at them."""
-    state = tmp_path_factory.mktemp("segtag-state")
-    kafka_port, controller_port, redis_port = free_port(), free_port(), free_port()
-    settings = Settings.load(
-        env=_CLEAN_ENV,
-        state_dir=str(state),
-        kafka_port=kafka_port,
-        kafka_controller_port=controller_port,
-        redis_port=redis_port,
-        kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
-        redis_url=f"redis://127.0.0.1:{redis_port}/0",
-        index_dir=str(state / "index"),
-    )
+    settings = isolated_settings(tmp_path_factory.mktemp("segtag-state"))
     try:
         services_up(settings)
         yield settings

@@ -9,6 +9,12 @@ Everything lives under one state directory (``SEGTAG_STATE_DIR``)::
 ``up`` is idempotent, ``down`` stops only the processes whose pid files it wrote.
 """
 
-from segtag.services.manager import ServiceStatus, services_down, services_status, services_up
+from segtag.services.manager import (
+    ServiceStatus,
+    isolated_settings,
+    services_down,
+    services_status,
+    services_up,
+)
 
-__all__ = ["ServiceStatus", "services_down", "services_status", "services_up"]
+__all__ = ["ServiceStatus", "isolated_settings", "services_down", "services_status", "services_up"]

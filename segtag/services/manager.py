@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from segtag.services.kafka import KafkaService
+from segtag.services.process import free_port
 from segtag.services.redis import RedisService
 from segtag.settings import Settings
 
@@ -39,6 +42,24 @@ def _status(svc: KafkaService | RedisService, action: str = "") -> ServiceStatus
     name = "kafka" if isinstance(svc, KafkaService) else "redis"
     address = svc.address if isinstance(svc, KafkaService) else svc.url
     return ServiceStatus(name, svc.running(), svc.pid(), address, str(svc.log_file), action)
+
+
+def isolated_settings(state_dir: str | Path, **overrides: Any) -> Settings:
+    """Settings for a private broker and Redis on free loopback ports under ``state_dir``,
+    built from defaults alone (not the environment): for tests and benchmarks that must
+    not meet anything else on this machine. ``overrides`` may set any other field."""
+    kafka_port, redis_port = free_port(), free_port()
+    fields: dict[str, Any] = {
+        "state_dir": str(state_dir),
+        "kafka_port": kafka_port,
+        "kafka_controller_port": free_port(),
+        "redis_port": redis_port,
+        "kafka_bootstrap_servers": f"127.0.0.1:{kafka_port}",
+        "redis_url": f"redis://127.0.0.1:{redis_port}/0",
+        "index_dir": str(Path(state_dir) / "index"),
+    }
+    fields.update(overrides)
+    return Settings.load(env={}, **fields)
 
 
 def services_up(settings: Settings) -> list[ServiceStatus]:

@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from segtag.errors import ServiceError
-from segtag.services import services_down, services_status, services_up
-from segtag.services.process import free_port
-from segtag.settings import Settings
+from segtag.services import isolated_settings, services_down, services_status, services_up
 
 pytestmark = pytest.mark.integration
 
 
-def _own_settings(state: Path) -> Settings:
-    kafka_port = free_port()
-    return Settings.load(
-        env={},
-        state_dir=str(state),
-        kafka_port=kafka_port,
-        kafka_controller_port=free_port(),
-        redis_port=free_port(),
-        kafka_bootstrap_servers=f"127.0.0.1:{kafka_port}",
-    )
-
-
 def test_up_twice_is_harmless_and_down_leaves_nothing(tmp_path: Path) -> None:
-    settings = _own_settings(tmp_path)
+    settings = isolated_settings(tmp_path)
     try:
         first = {s.name: s for s in services_up(settings)}
         assert first["kafka"].action == "started" and first["redis"].action == "started"
@@ -55,14 +40,14 @@ def test_port_taken_by_a_stranger_is_a_clear_error(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        settings = _own_settings(tmp_path).replace(redis_port=port)
+        settings = isolated_settings(tmp_path).replace(redis_port=port)
         with pytest.raises(ServiceError, match=f"port {port} is taken.*SEGTAG_REDIS_PORT"):
             services_up(settings)
     services_down(settings)
 
 
 def test_bad_broker_config_names_its_log(tmp_path: Path) -> None:
-    settings = _own_settings(tmp_path)
+    settings = isolated_settings(tmp_path)
     # A controller port equal to the broker port is refused by Kafka's own storage tool.
     bad = settings.replace(kafka_controller_port=settings.kafka_port)
     try:
@@ -73,7 +58,7 @@ def test_bad_broker_config_names_its_log(tmp_path: Path) -> None:
 
 
 def test_broker_that_dies_at_start_names_its_log_without_hanging(tmp_path: Path) -> None:
-    settings = _own_settings(tmp_path)
+    settings = isolated_settings(tmp_path)
     data = tmp_path / "kafka" / "data"
     data.mkdir(parents=True)
     # Storage that claims to be formatted but is garbage: the broker exits during start-up.
@@ -93,7 +78,13 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
-def test_no_test_leaves_environment_dependent_state() -> None:
-    # The suite must not depend on the developer's own SEGTAG_* variables.
-    assert Settings.load(env={}).kafka_port == 9092
-    assert "SEGTAG_STATE_DIR" not in os.environ or Settings.load(env={}).state_dir != ""
+def test_isolated_settings_ignore_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The suite must not depend on, or meet, the developer's own SEGTAG_* services.
+    monkeypatch.setenv("SEGTAG_KAFKA_PORT", "9092")
+    monkeypatch.setenv("SEGTAG_UPLOADS_TOPIC", "from-the-environment")
+    s = isolated_settings(tmp_path)
+    assert s.uploads_topic == "segtag.uploads"
+    assert len({s.kafka_port, s.kafka_controller_port, s.redis_port}) == 3
+    assert s.kafka_bootstrap_servers == f"127.0.0.1:{s.kafka_port}"
+    assert s.redis_url == f"redis://127.0.0.1:{s.redis_port}/0"
+    assert s.state_dir == str(tmp_path)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from segtag.errors import ModelError
+from segtag.features.device import resolve_device
 from segtag.settings import Settings
 
 if TYPE_CHECKING:
@@ -97,13 +98,6 @@ class ModelOutputs:
     seconds: float = 0.0  # this video's share of the batch's forward time
 
 
-def resolve_device(device: str) -> str:
-    """``auto`` -> ``cuda`` when a GPU is there, else ``cpu``."""
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def top_tags(
     probs: np.ndarray, vocabulary: Sequence[str], k: int, min_score: float = MIN_TAG_SCORE
 ) -> list[tuple[str, float]]:
@@ -152,7 +146,7 @@ class VideoTagger:
         loaded: LoadedModel | None = None,
     ) -> None:
         self.settings = settings
-        self.device = resolve_device(settings.device)
+        self.device = str(resolve_device(settings.device))
         if loaded is None:
             from segtag.checkpoint import load_model
 

@@ -33,6 +33,7 @@ from tqdm import tqdm
 from segtag.checkpoint import save_model
 from segtag.datasets.example import Example, collate, random_window
 from segtag.evaluation import check_dims, evaluate_examples, open_dataset
+from segtag.features.device import resolve_device
 from segtag.model import SegTagger, TaggerConfig, preset
 
 log = logging.getLogger(__name__)
@@ -55,13 +56,6 @@ class TrainConfig:
     val_percent: int = 10
     seed: int = 0
     device: str = "auto"
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(name)
 
 
 def available_cores() -> int:

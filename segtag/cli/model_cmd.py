@@ -77,7 +77,8 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
 
     from segtag.datasets.resolve import features_dir_for
     from segtag.evaluation import evaluate
-    from segtag.training import available_cores, resolve_device
+    from segtag.features.device import resolve_device
+    from segtag.training import available_cores
 
     torch.set_num_threads(args.threads or available_cores())
     device = str(resolve_device(args.device or settings.device))

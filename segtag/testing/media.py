@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segtag.decode import ffmpeg_exe
+
 log = logging.getLogger(__name__)
 
 SAMPLE_CLIPS = ("bigbuckbunny.mp4", "bikes.mp4", "carphone_pristine.mp4")
@@ -29,13 +31,6 @@ _CODEC_ARGS: dict[str, list[str]] = {
     "libaom-av1": ["-cpu-used", "8", "-row-mt", "1", "-pix_fmt", "yuv420p"],
     "mpeg4": ["-q:v", "5"],
 }
-
-
-def ffmpeg_exe() -> str:
-    """Path of the ffmpeg binary shipped with imageio-ffmpeg."""
-    import imageio_ffmpeg
-
-    return str(imageio_ffmpeg.get_ffmpeg_exe())
 
 
 def run_ffmpeg(args: Sequence[str], timeout_s: float = 600.0) -> None:
